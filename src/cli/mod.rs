@@ -1,0 +1,292 @@
+//! The command line: parses arguments, calls into `node`, prints results.
+//!
+//! Output for people is `Key: value` lines (stable; scripts and tests parse
+//! them) or a table; `--json` gives the same facts for scripts. Errors go to
+//! stderr with their context chain. Exit codes: 0 success, 1 "ran fine,
+//! the answer is no" (fsck found problems), 2 error.
+
+mod output;
+
+use crate::config::Config;
+use crate::node::{self, Home, HomeLock, MountOptions, control, daemon};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use output::{print_kv, print_json};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "pactfs", version, about = "A network drive over encrypted content-defined chunks")]
+struct Cli {
+    /// Keep config, keys and data in DIR (default: ~/.config/pactfs and ~/.local/share/pactfs).
+    #[arg(long, global = true, env = "PACTFS_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// More log output (repeat for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a home: commented default config, node identity, user secret.
+    Init,
+    /// Mount the drive at MOUNTPOINT (in the background unless --foreground).
+    Mount {
+        mountpoint: PathBuf,
+        /// Stay attached; SIGINT or SIGTERM unmounts and flushes.
+        #[arg(long)]
+        foreground: bool,
+        /// Let other users into the mount (permissions enforced by the kernel).
+        #[arg(long)]
+        allow_other: bool,
+    },
+    /// Flush and unmount the drive mounted at MOUNTPOINT.
+    Umount { mountpoint: PathBuf },
+    /// Show what the drive holds: files, chunks, dedup, pending placement.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the index and every chunk against its id (drive unmounted).
+    Fsck {
+        /// Mend what can be mended.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or show the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a config file (default: the home's).
+    Check { file: Option<PathBuf> },
+    /// Print the effective configuration.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let daemon_cmd = matches!(cli.command, Command::Mount { .. });
+    init_logging(cli.verbose, daemon_cmd);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return 0;
+            }
+            eprintln!("pactfs: {e:#}");
+            2
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+fn init_logging(verbose: u8, daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let levels = ["warn", "info", "debug", "trace"];
+    let base = if daemon { 1 } else { 0 };
+    let level = levels[(base + verbose as usize).min(levels.len() - 1)];
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pactfs={level},warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn home_of(cli_home: &Option<PathBuf>) -> Result<Home> {
+    if let Some(dir) = cli_home {
+        let dir = if dir.is_absolute() { dir.clone() } else { std::env::current_dir()?.join(dir) };
+        return Ok(Home::single(&dir));
+    }
+    let user = std::env::var_os("HOME").context("neither --home, PACTFS_HOME nor HOME is set")?;
+    Ok(Home::split(Path::new(&user)))
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let home = home_of(&cli.home)?;
+    match cli.command {
+        Command::Init => init(&home),
+        Command::Mount { mountpoint, foreground, allow_other } => {
+            mount(&home, &mountpoint, foreground, MountOptions { allow_other })
+        }
+        Command::Umount { mountpoint } => umount(&home, cli.home.is_some(), &mountpoint),
+        Command::Stats { json } => stats(&home, json),
+        Command::Fsck { repair, json } => fsck(&home, repair, json),
+        Command::Config(ConfigCommand::Check { file }) => {
+            let path = file.unwrap_or_else(|| home.config_file());
+            Config::load(&path)?;
+            println!("Config: {} is valid", path.display());
+            Ok(0)
+        }
+        Command::Config(ConfigCommand::Show { json }) => {
+            let cfg = node::load_config(&home)?;
+            if json {
+                print_json(&cfg.to_json())?;
+            } else {
+                print!("{}", cfg.to_toml());
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn init(home: &Home) -> Result<i32> {
+    let identity = home.init().context("cannot initialise the pactfs home")?;
+    print_kv(&[
+        ("Home", home.config_dir.display().to_string()),
+        ("Data", home.data_dir.display().to_string()),
+        ("Config", home.config_file().display().to_string()),
+        ("Node key", crate::chunk::hex(identity.verifying_key().as_bytes())),
+    ])?;
+    Ok(0)
+}
+
+fn mount(home: &Home, mountpoint: &Path, foreground: bool, opts: MountOptions) -> Result<i32> {
+    let mnt = std::fs::canonicalize(mountpoint)
+        .with_context(|| format!("mountpoint {} does not exist", mountpoint.display()))?;
+    if !mnt.is_dir() {
+        bail!("mountpoint {} is not a directory", mnt.display());
+    }
+    if node::is_mounted(&mnt) {
+        bail!("something is already mounted at {}", mnt.display());
+    }
+    let mut lock = HomeLock::acquire(home)?;
+    // Fail here, in the foreground, on what would make the node fail.
+    home.user_secret()?;
+    node::load_config(home)?;
+    let print_ready = |mnt: &Path, pid: u32| {
+        print_kv(&[("Mounted", mnt.display().to_string()), ("Pid", pid.to_string())])
+    };
+    if foreground {
+        lock.record_pid(std::process::id());
+        let m = mnt.clone();
+        node::mount(home, lock, &mnt, &opts, |r| {
+            if r.is_ok() {
+                let _ = print_ready(&m, std::process::id());
+            }
+        })?;
+        return Ok(0);
+    }
+    match daemon::fork_detached(&home.log_file())? {
+        Ok(daemon::Outcome::Ready { pid }) => {
+            print_ready(&mnt, pid as u32)?;
+            Ok(0)
+        }
+        Ok(daemon::Outcome::Failed(why)) => bail!("mount failed: {why}"),
+        Err(notifier) => {
+            lock.record_pid(std::process::id());
+            let r = node::mount(home, lock, &mnt, &opts, |r| match r {
+                Ok(()) => notifier.ready(),
+                Err(why) => notifier.failed(&why),
+            });
+            if let Err(e) = &r {
+                tracing::error!(cause = %e, "node stopped with an error");
+            }
+            // The daemon's exit code goes nowhere; exit without running
+            // the CLI's error printer on a detached stderr.
+            std::process::exit(if r.is_ok() { 0 } else { 2 });
+        }
+    }
+}
+
+fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
+    let mnt = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let data_dir = if explicit_home {
+        home.data_dir.clone()
+    } else {
+        node::find_pactfs_mount(&mnt).ok_or_else(|| node::NodeError::NotMounted(mnt.clone()))?
+    };
+    let socket = data_dir.join("control.sock");
+    let ping = match control::call(&socket, &control::Request::Ping, Some(Duration::from_secs(30))) {
+        Ok(v) => v,
+        Err(e) => {
+            if node::is_mounted(&mnt) {
+                // The node is gone but its mount is not: clear it.
+                node::detach(&mnt);
+                eprintln!("pactfs: the node was not running; detached the stale mount at {}", mnt.display());
+                return Ok(0);
+            }
+            return Err(e.into());
+        }
+    };
+    let served = ping.get("mountpoint").and_then(|m| m.as_str()).map(PathBuf::from);
+    if served.as_deref() != Some(mnt.as_path()) {
+        bail!("the node of this home serves {}, not {}", served.unwrap_or_default().display(), mnt.display());
+    }
+    let pid = ping.get("pid").and_then(|p| p.as_u64()).unwrap_or(0) as i32;
+    control::call(&socket, &control::Request::Shutdown, Some(Duration::from_secs(30)))?;
+    let started = Instant::now();
+    while process_alive(pid) || node::is_mounted(&mnt) {
+        if started.elapsed() > Duration::from_secs(5) && started.elapsed().as_millis() % 5000 < 50 {
+            eprintln!("pactfs: waiting for the node (pid {pid}) to flush and exit...");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("Unmounted: {}", mnt.display());
+    Ok(0)
+}
+
+/// True while `pid` runs (a zombie counts as gone).
+fn process_alive(pid: i32) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn stats(home: &Home, json: bool) -> Result<i32> {
+    let value = match control::call(&home.control_socket(), &control::Request::Stats, Some(Duration::from_secs(60))) {
+        Ok(v) => v,
+        Err(node::NodeError::NotRunning { .. }) => {
+            let _lock = HomeLock::acquire(home)?;
+            let store = node::open_store(home)?;
+            serde_json::to_value(store.stats()?)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        print_json(&value)?;
+    } else {
+        output::print_object(&value)?;
+    }
+    Ok(0)
+}
+
+fn fsck(home: &Home, repair: bool, json: bool) -> Result<i32> {
+    let _lock = HomeLock::acquire(home).map_err(|e| match e {
+        node::NodeError::AlreadyMounted { .. } => anyhow::anyhow!("{e}: unmount it before running fsck"),
+        e => e.into(),
+    })?;
+    let store = node::open_store(home)?;
+    let report = store.fsck(repair)?;
+    if json {
+        print_json(&serde_json::to_value(&report)?)?;
+    } else {
+        for f in &report.findings {
+            println!("{}{}", f.what, if f.repaired { " (repaired)" } else { "" });
+        }
+        print_kv(&[
+            ("Inodes", report.inodes.to_string()),
+            ("Entries", report.dirents.to_string()),
+            ("Chunks", report.chunks.to_string()),
+            ("Chunks verified", report.chunks_verified.to_string()),
+            ("Problems", report.findings.len().to_string()),
+            ("Unrepaired", if repair { report.unrepaired() } else { report.findings.len() }.to_string()),
+        ])?;
+    }
+    let left = if repair { report.unrepaired() } else { report.findings.len() };
+    Ok(if left == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,110 @@
+//! The one place bincode is used: versioned encodings with decode limits.
+//!
+//! Every stored record and (later) every wire message goes through
+//! [`encode`] and [`decode`]. A record starts with one version byte, then the
+//! bincode body (standard config: little-endian, varint integers). Decoding
+//! refuses input longer than the caller's limit before it allocates, an
+//! unknown version, and trailing bytes. Signed bytes are `encode(&unsigned)`.
+//!
+//! ```text
+//! +---------+--------------------------+
+//! | version | bincode body (serde)     |
+//! | 1 byte  | <= limit - 1 bytes       |
+//! +---------+--------------------------+
+//! ```
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The largest record any caller may ask to decode: a manifest of a file at
+/// the maximum size with the smallest chunks stays far below this.
+pub const MAX_RECORD: usize = 64 * 1024 * 1024;
+
+/// What can go wrong turning bytes back into a value.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The input is longer than the limit for its kind: nothing was decoded.
+    #[error("record of {len} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { len: usize, limit: usize },
+    /// The input is empty: there is not even a version byte.
+    #[error("empty record")]
+    Empty,
+    /// The version byte names a layout this build does not know.
+    #[error("unknown record version {found} (this build reads version {expected})")]
+    Version { found: u8, expected: u8 },
+    /// The body does not decode as the expected type.
+    #[error("malformed record: {0}")]
+    Malformed(String),
+    /// The body decoded but bytes were left over.
+    #[error("{0} trailing bytes after record")]
+    Trailing(usize),
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `value` as `version` followed by its bincode body.
+pub fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![version];
+    // Encoding into a Vec only fails for types serde cannot represent, which
+    // none of ours are: a failure here is a programming error.
+    let body = bincode::serde::encode_to_vec(value, config())
+        .expect("pactfs record types always encode");
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a record written by [`encode`] with the same `version`, refusing
+/// anything longer than `limit` bytes.
+pub fn decode<T: DeserializeOwned>(version: u8, bytes: &[u8], limit: usize) -> Result<T, CodecError> {
+    if bytes.len() > limit {
+        return Err(CodecError::TooLarge { len: bytes.len(), limit });
+    }
+    let (&found, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    if found != version {
+        return Err(CodecError::Version { found, expected: version });
+    }
+    let cfg = config().with_limit::<{ MAX_RECORD }>();
+    let (value, used) = bincode::serde::decode_from_slice(body, cfg)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::Trailing(body.len() - used));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Serialize, Deserialize, Debug, PartialEq)]
+    struct Sample {
+        a: u64,
+        b: Vec<u8>,
+    }
+
+    #[test]
+    fn round_trip_and_golden_bytes() {
+        let s = Sample { a: 300, b: vec![1, 2] };
+        let bytes = encode(1, &s);
+        // version 1 | varint 300 = 0xfb 0x2c 0x01 | len 2 | 1 2
+        assert_eq!(bytes, vec![1, 0xfb, 0x2c, 0x01, 2, 1, 2]);
+        assert_eq!(decode::<Sample>(1, &bytes, 64).unwrap(), s);
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let bytes = encode(1, &Sample { a: 1, b: vec![0; 10] });
+        assert!(matches!(decode::<Sample>(1, &bytes, 4), Err(CodecError::TooLarge { .. })));
+        assert!(matches!(decode::<Sample>(2, &bytes, 64), Err(CodecError::Version { found: 1, expected: 2 })));
+        assert!(matches!(decode::<Sample>(1, &[], 64), Err(CodecError::Empty)));
+        assert!(matches!(decode::<Sample>(1, &bytes[..5], 64), Err(CodecError::Malformed(_))));
+        let mut long = bytes.clone();
+        long.push(9);
+        assert!(matches!(decode::<Sample>(1, &long, 64), Err(CodecError::Trailing(1))));
+        // A length prefix claiming far more than is there must not allocate it.
+        let lying = vec![1u8, 1, 0xfc, 0xff, 0xff, 0xff, 0x7f];
+        assert!(decode::<Sample>(1, &lying, 64).is_err());
+    }
+}

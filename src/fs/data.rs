@@ -1,0 +1,317 @@
+//! File contents: the per-inode open state, reads, writes and the commit
+//! that cuts dirty bytes into chunks.
+//!
+//! An open inode has one [`FileState`] shared by all its handles. Writes go
+//! into its [`Overlay`]; a commit (on flush, fsync, release, truncate, or
+//! when the overlay grows past [`FLUSH_BYTES`]) re-cuts only the touched
+//! span: it starts at the cut point before the first dirty byte and stops at
+//! the first new cut past the last dirty byte that is also an old cut (or a
+//! hole, or the end of the file). FUSE writes never shift later bytes, so
+//! old cuts beyond the span keep their offsets.
+
+use super::overlay::Overlay;
+use super::{Drive, FsError};
+use crate::chunk::{ChunkId, ManifestEntry};
+use crate::store::Stamp;
+use std::sync::Arc;
+
+/// Dirty bytes one open file may hold before a commit cuts them.
+pub const FLUSH_BYTES: usize = 32 * 1024 * 1024;
+/// Decrypted chunks kept per open file, so that many small reads of one
+/// chunk decrypt it once.
+const PLAIN_CACHE: usize = 4;
+
+/// The open state of one inode.
+pub struct FileState {
+    pub ino: u64,
+    /// Size as `stat` shows it now.
+    pub size: u64,
+    /// Size the index records.
+    db_size: u64,
+    manifest: Vec<ManifestEntry>,
+    overlay: Overlay,
+    /// Chunks the next commit releases (dropped by a truncate).
+    released: Vec<ChunkId>,
+    meta_dirty: bool,
+    pub mtime: Option<Stamp>,
+    pub ctime: Option<Stamp>,
+    cache: Vec<(ChunkId, Arc<Vec<u8>>)>,
+    /// Handles open on this inode; the state goes when it reaches zero.
+    pub opens: u32,
+}
+
+impl FileState {
+    pub fn load(drive: &Drive, ino: u64, size: u64) -> Result<FileState, FsError> {
+        Ok(FileState {
+            ino,
+            size,
+            db_size: size,
+            manifest: drive.store.manifest(ino)?,
+            overlay: Overlay::default(),
+            released: Vec::new(),
+            meta_dirty: false,
+            mtime: None,
+            ctime: None,
+            cache: Vec::new(),
+            opens: 0,
+        })
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        !self.overlay.is_empty() || self.meta_dirty || self.mtime.is_some()
+    }
+
+    pub fn manifest(&self) -> &[ManifestEntry] {
+        &self.manifest
+    }
+
+    pub fn released_slice(&self) -> &[ChunkId] {
+        &self.released
+    }
+
+    /// Reads up to `len` bytes at `off`.
+    pub fn read(&mut self, drive: &Drive, off: u64, len: u32) -> Result<Vec<u8>, FsError> {
+        if off >= self.size {
+            return Ok(Vec::new());
+        }
+        let end = self.size.min(off + u64::from(len));
+        self.materialize(drive, off, end)
+    }
+
+    /// Records a write and commits when the overlay has grown large.
+    pub fn write(&mut self, drive: &Drive, off: u64, data: &[u8]) -> Result<(), FsError> {
+        let end = off.checked_add(data.len() as u64).ok_or(FsError::TooBig)?;
+        if end > super::MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        self.overlay.insert(off, data);
+        self.size = self.size.max(end);
+        let now = Stamp::now();
+        self.mtime = Some(now);
+        self.ctime = Some(now);
+        if self.overlay.bytes() >= FLUSH_BYTES {
+            self.commit(drive, false)?;
+        }
+        Ok(())
+    }
+
+    /// Changes the size; a shrink drops the chunks past the end and re-cuts
+    /// the one the new end falls in.
+    pub fn truncate(&mut self, drive: &Drive, size: u64) -> Result<(), FsError> {
+        if size > super::MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        if size < self.size {
+            self.overlay.truncate(size);
+            let mut keep = Vec::with_capacity(self.manifest.len());
+            for e in std::mem::take(&mut self.manifest) {
+                if e.end() <= size {
+                    keep.push(e);
+                } else if e.offset < size {
+                    // Keep the surviving head as dirty bytes, under any newer
+                    // dirty bytes already there.
+                    let plain = self.plaintext(drive, &e)?;
+                    let mut head = plain[..(size - e.offset) as usize].to_vec();
+                    self.overlay.read_into(e.offset, &mut head);
+                    self.overlay.insert(e.offset, &head);
+                    self.released.push(e.id);
+                } else {
+                    self.released.push(e.id);
+                }
+            }
+            self.manifest = keep;
+        }
+        self.size = size;
+        self.meta_dirty = true;
+        let now = Stamp::now();
+        self.mtime = Some(now);
+        self.ctime = Some(now);
+        self.commit(drive, true)
+    }
+
+    /// Cuts dirty bytes into chunks and writes them with the manifest and
+    /// the inode in one transaction. With `final_cut` false, a last chunk
+    /// that ends at the end of the file and holds only new bytes stays
+    /// dirty, so a streaming writer is not cut at its buffer boundaries.
+    pub fn commit(&mut self, drive: &Drive, final_cut: bool) -> Result<(), FsError> {
+        if !self.is_dirty() {
+            return Ok(());
+        }
+        let max = u64::from(drive.chunker.sizes().max);
+        let old_manifest = self.manifest.clone();
+        let old_released = self.released.clone();
+        let mut sealed_all: Vec<(ManifestEntry, Vec<u8>)> = Vec::new();
+        let mut plain_all: Vec<Vec<u8>> = Vec::new();
+        let mut committed: Vec<(u64, u64)> = Vec::new();
+        let mut covered_to = 0u64;
+        let mut cut_all = || -> Result<(), FsError> {
+            for (ds, de) in self.overlay.clusters(max) {
+                let ds = ds.max(covered_to);
+                if ds >= de {
+                    continue;
+                }
+                let (start, end, chunks) = self.recut(drive, ds, de, final_cut, covered_to)?;
+                covered_to = end;
+                if start == end {
+                    continue;
+                }
+                let sealed = drive.seal_all(&chunks);
+                let i = self.manifest.partition_point(|e| e.end() <= start);
+                let j = self.manifest.partition_point(|e| e.offset < end);
+                let removed: Vec<ManifestEntry> =
+                    self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
+                self.released.extend(removed.iter().map(|e| e.id));
+                sealed_all.extend(sealed);
+                plain_all.extend(chunks.into_iter().map(|(_, p)| p));
+                committed.push((start, end));
+            }
+            Ok(())
+        };
+        let cut = cut_all();
+        let committed_end = self.manifest.last().map_or(0, |e| e.end());
+        let new_db_size = if final_cut || self.tail_clean(&committed) {
+            self.size
+        } else {
+            self.db_size.max(committed_end.min(self.size))
+        };
+        let written = cut.and_then(|()| drive.commit_file(self, &sealed_all, new_db_size));
+        if let Err(e) = written {
+            self.manifest = old_manifest;
+            self.released = old_released;
+            return Err(e);
+        }
+        self.released.clear();
+        for (start, end) in committed {
+            self.overlay.remove_range(start, end);
+        }
+        for ((entry, _), plain) in sealed_all.into_iter().zip(plain_all) {
+            self.remember(entry.id, Arc::new(plain));
+        }
+        self.db_size = new_db_size;
+        self.meta_dirty = false;
+        if self.overlay.is_empty() {
+            self.mtime = None;
+            self.ctime = None;
+        }
+        Ok(())
+    }
+
+    /// True when committing `committed` leaves no dirty bytes behind.
+    fn tail_clean(&self, committed: &[(u64, u64)]) -> bool {
+        self.overlay.clusters(0).iter().all(|(s, e)| committed.iter().any(|(a, b)| a <= s && e <= b))
+    }
+
+    /// Cuts the span around dirty range `[ds, de)`. Returns the replaced
+    /// span `[start, end)` and the plaintext chunks that now cover it.
+    fn recut(
+        &mut self,
+        drive: &Drive,
+        ds: u64,
+        de: u64,
+        final_cut: bool,
+        floor: u64,
+    ) -> Result<(u64, u64, Vec<(u64, Vec<u8>)>), FsError> {
+        let max = u64::from(drive.chunker.sizes().max);
+        // Never re-cut chunks this commit has just made (not stored yet).
+        let start = self.recut_start(ds).max(floor);
+        let mut chunks = Vec::new();
+        let mut pos = start;
+        loop {
+            let window_end = self.size.min(de.max(pos) + 2 * max);
+            if pos >= window_end {
+                return Ok((start, pos, chunks));
+            }
+            let window = self.materialize(drive, pos, window_end)?;
+            let mut a = pos;
+            let mut rewindow = false;
+            for len in drive.chunker.cut_lengths(&window) {
+                let b = a + len as u64;
+                if b == window_end && window_end < self.size {
+                    rewindow = true;
+                    break;
+                }
+                if b == self.size && !final_cut && !self.has_old_bytes(a, b) {
+                    return Ok((start, a, chunks));
+                }
+                let from = (a - pos) as usize;
+                chunks.push((a, window[from..from + len].to_vec()));
+                a = b;
+                if b >= de && !self.straddles(b) {
+                    return Ok((start, b, chunks));
+                }
+            }
+            if !rewindow && a >= window_end {
+                return Ok((start, a, chunks));
+            }
+            pos = a;
+        }
+    }
+
+    /// Where re-cutting for a write at `ds` begins: the start of the chunk
+    /// holding `ds`, or of the chunk just before it (an append re-cuts the
+    /// old last chunk, whose end was only the end of the file), or `ds`
+    /// itself in a hole.
+    fn recut_start(&self, ds: u64) -> u64 {
+        let i = self.manifest.partition_point(|e| e.end() <= ds);
+        if let Some(e) = self.manifest.get(i).filter(|e| e.offset <= ds) {
+            return e.offset;
+        }
+        if ds > 0 && i > 0 && self.manifest[i - 1].end() == ds {
+            return self.manifest[i - 1].offset;
+        }
+        ds
+    }
+
+    /// True when an old chunk spans across `at`.
+    fn straddles(&self, at: u64) -> bool {
+        let i = self.manifest.partition_point(|e| e.end() <= at);
+        self.manifest.get(i).is_some_and(|e| e.offset < at)
+    }
+
+    /// True when old chunks hold any byte of `[a, b)`.
+    fn has_old_bytes(&self, a: u64, b: u64) -> bool {
+        let i = self.manifest.partition_point(|e| e.end() <= a);
+        self.manifest.get(i).is_some_and(|e| e.offset < b)
+    }
+
+    /// The file's bytes in `[off, end)`: old chunks, then dirty bytes on
+    /// top; holes read as zeros.
+    fn materialize(&mut self, drive: &Drive, off: u64, end: u64) -> Result<Vec<u8>, FsError> {
+        let mut buf = vec![0u8; (end - off) as usize];
+        let i = self.manifest.partition_point(|e| e.end() <= off);
+        let j = self.manifest.partition_point(|e| e.offset < end);
+        for k in i..j {
+            let e = self.manifest[k];
+            if e.len == 0 {
+                continue;
+            }
+            let plain = self.plaintext(drive, &e)?;
+            let a = e.offset.max(off);
+            let b = e.end().min(end);
+            buf[(a - off) as usize..(b - off) as usize]
+                .copy_from_slice(&plain[(a - e.offset) as usize..(b - e.offset) as usize]);
+        }
+        self.overlay.read_into(off, &mut buf);
+        Ok(buf)
+    }
+
+    fn plaintext(&mut self, drive: &Drive, e: &ManifestEntry) -> Result<Arc<Vec<u8>>, FsError> {
+        if let Some(pos) = self.cache.iter().position(|(id, _)| *id == e.id) {
+            let hit = self.cache.remove(pos);
+            let plain = hit.1.clone();
+            self.cache.push(hit);
+            return Ok(plain);
+        }
+        let plain = Arc::new(drive.read_chunk(e)?);
+        self.remember(e.id, plain.clone());
+        Ok(plain)
+    }
+
+    fn remember(&mut self, id: ChunkId, plain: Arc<Vec<u8>>) {
+        self.cache.retain(|(c, _)| *c != id);
+        if self.cache.len() >= PLAIN_CACHE {
+            self.cache.remove(0);
+        }
+        self.cache.push((id, plain));
+    }
+}

@@ -1,0 +1,384 @@
+//! The drive: POSIX file system logic over the store, and its FUSE adapter.
+//!
+//! [`Drive`] holds the logic and is usable without a mount (tests call it
+//! directly); [`fuse::PactFs`] is the thin fuser adapter that turns kernel
+//! requests into `Drive` calls and `FsError`s into errnos. Namespace
+//! operations live in `namespace.rs`, file contents in `data.rs`.
+//!
+//! Locking order, outer to inner: the open-file table, one file's state,
+//! the store's writer lock. Nothing here talks to the network: chunks come
+//! from the store (later through the market agent's handle).
+
+mod data;
+pub mod fuse;
+mod namespace;
+mod overlay;
+
+pub use data::FLUSH_BYTES;
+
+use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
+use crate::store::{Inode, Kind, Store, StoreError};
+use data::FileState;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Largest file the drive accepts (the kernel's own limit for FUSE files).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+/// Longest name in a directory.
+pub const NAME_MAX: usize = 255;
+/// Block size reported to `stat` and `statfs`.
+pub const BLOCK_SIZE: u32 = 4096;
+
+/// A failed file system operation, as the caller can act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("name too long")]
+    NameTooLong,
+    #[error("no such attribute")]
+    NoAttr,
+    #[error("result does not fit the buffer")]
+    Range,
+    #[error("attribute value too large")]
+    AttrTooBig,
+    #[error("file too large")]
+    TooBig,
+    #[error("operation not permitted")]
+    NotPermitted,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("operation not supported")]
+    NotSupported,
+    /// The bytes of a chunk failed verification: never served.
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl FsError {
+    /// The errno the kernel passes on to the application.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::Invalid => libc::EINVAL,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::NoAttr => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::AttrTooBig => libc::E2BIG,
+            FsError::TooBig => libc::EFBIG,
+            FsError::NotPermitted => libc::EPERM,
+            FsError::BadHandle => libc::EBADF,
+            FsError::TooManyLinks => libc::EMLINK,
+            FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::Chunk(_) => libc::EIO,
+            FsError::Store(e) => e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+}
+
+/// Who asks: new inodes are owned by the caller.
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What `statfs` reports, in blocks of [`BLOCK_SIZE`].
+#[derive(Clone, Copy, Debug)]
+pub struct FsStats {
+    pub blocks: u64,
+    pub blocks_free: u64,
+    pub files: u64,
+    pub files_free: u64,
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub kind: Kind,
+}
+
+enum Handle {
+    File { ino: u64 },
+    Dir { entries: Arc<Vec<DirEntry>> },
+}
+
+/// The drive's logic: everything FUSE asks, answered from the store.
+pub struct Drive {
+    pub(crate) store: Arc<Store>,
+    pub(crate) secret: UserSecret,
+    pub(crate) chunker: Chunker,
+    capacity: u64,
+    open_files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // State behind these locks stays consistent between statements, so a
+    // panicked holder does not poison the drive for everyone else.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Drive {
+    pub fn new(store: Arc<Store>, secret: UserSecret, sizes: ChunkSizes, capacity: u64) -> Drive {
+        Drive {
+            store,
+            secret,
+            chunker: Chunker::new(sizes),
+            capacity,
+            open_files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The attributes of `ino`, with the live size and times of an open file.
+    pub fn getattr(&self, ino: u64) -> Result<Inode, FsError> {
+        let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        if let Some(state) = self.open_state(ino) {
+            let st = lock(&state);
+            inode.size = st.size;
+            if let Some(m) = st.mtime {
+                inode.mtime = m;
+            }
+            if let Some(c) = st.ctime {
+                inode.ctime = c;
+            }
+        }
+        Ok(inode)
+    }
+
+    pub fn statfs(&self) -> FsStats {
+        let bs = u64::from(BLOCK_SIZE);
+        let blocks = self.capacity / bs;
+        let used = self.store.used_bytes().div_ceil(bs);
+        FsStats { blocks, blocks_free: blocks.saturating_sub(used), files: u32::MAX as u64, files_free: u32::MAX as u64 }
+    }
+
+    fn open_state(&self, ino: u64) -> Option<Arc<Mutex<FileState>>> {
+        lock(&self.open_files).get(&ino).cloned()
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        fh
+    }
+
+    fn file_of(&self, fh: u64) -> Result<Arc<Mutex<FileState>>, FsError> {
+        let ino = match lock(&self.handles).get(&fh) {
+            Some(Handle::File { ino }) => *ino,
+            _ => return Err(FsError::BadHandle),
+        };
+        self.open_state(ino).ok_or(FsError::BadHandle)
+    }
+
+    /// Opens a file, returning a handle. `truncate` empties it first.
+    pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, FsError> {
+        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        match inode.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::File => {}
+            _ => return Err(FsError::Invalid),
+        }
+        let state = {
+            let mut files = lock(&self.open_files);
+            let state = match files.get(&ino) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Mutex::new(FileState::load(self, ino, inode.size)?));
+                    files.insert(ino, s.clone());
+                    s
+                }
+            };
+            lock(&state).opens += 1;
+            state
+        };
+        if truncate {
+            let mut st = lock(&state);
+            if st.size != 0 {
+                if let Err(e) = st.truncate(self, 0) {
+                    drop(st);
+                    self.close_state(ino)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(self.new_handle(Handle::File { ino }))
+    }
+
+    pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<Vec<u8>, FsError> {
+        let state = self.file_of(fh)?;
+        let mut st = lock(&state);
+        st.read(self, off, len)
+    }
+
+    pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32, FsError> {
+        let state = self.file_of(fh)?;
+        let mut st = lock(&state);
+        st.write(self, off, data)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Cuts and indexes what was written through any handle of the file.
+    pub fn flush(&self, fh: u64) -> Result<(), FsError> {
+        let state = self.file_of(fh)?;
+        let mut st = lock(&state);
+        st.commit(self, true)
+    }
+
+    /// Like `flush`, then makes it durable.
+    pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        self.flush(fh)?;
+        self.store.sync()?;
+        Ok(())
+    }
+
+    /// Makes every committed change durable (directory entries included).
+    pub fn sync_all(&self) -> Result<(), FsError> {
+        let states: Vec<_> = lock(&self.open_files).values().cloned().collect();
+        for state in states {
+            lock(&state).commit(self, true)?;
+        }
+        self.store.sync()?;
+        Ok(())
+    }
+
+    pub fn release(&self, fh: u64) -> Result<(), FsError> {
+        let h = lock(&self.handles).remove(&fh);
+        match h {
+            Some(Handle::File { ino }) => self.close_state(ino),
+            Some(Handle::Dir { .. }) => Ok(()),
+            None => Err(FsError::BadHandle),
+        }
+    }
+
+    /// Drops one open of `ino`; the last one commits and, for a file
+    /// unlinked while open, deletes it.
+    fn close_state(&self, ino: u64) -> Result<(), FsError> {
+        let mut files = lock(&self.open_files);
+        let Some(state) = files.get(&ino).cloned() else { return Ok(()) };
+        let mut st = lock(&state);
+        st.opens = st.opens.saturating_sub(1);
+        if st.opens > 0 {
+            return Ok(());
+        }
+        // A file whose last name went while it was open goes now.
+        let orphan = self.store.inode(ino)?.is_none_or(|i| i.nlink == 0);
+        let result = if orphan { self.delete_inode(ino, st.manifest()) } else { st.commit(self, true) };
+        drop(st);
+        files.remove(&ino);
+        result
+    }
+
+    /// Removes an inode and releases its chunks, in one transaction.
+    fn delete_inode(&self, ino: u64, manifest: &[ManifestEntry]) -> Result<(), FsError> {
+        let mut txn = self.store.begin();
+        for e in manifest {
+            txn.ref_chunk(&e.id, -1);
+        }
+        txn.delete_inode(ino)?;
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    /// Reads, verifies and decrypts one chunk of a file.
+    fn read_chunk(&self, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
+        let body = self.store.chunk_body(&e.id)?;
+        chunk::open(&e.id, &e.key, body).map_err(|err| {
+            tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
+            FsError::Chunk(err)
+        })
+    }
+
+    /// Seals plaintext chunks, on two threads when there is enough work.
+    fn seal_all(&self, chunks: &[(u64, Vec<u8>)]) -> Vec<(ManifestEntry, Vec<u8>)> {
+        let seal_one = |(off, plain): &(u64, Vec<u8>)| {
+            let (key, id, sealed) = chunk::seal(&self.secret, plain);
+            (ManifestEntry { offset: *off, len: plain.len() as u32, id, key }, sealed)
+        };
+        let total: usize = chunks.iter().map(|(_, p)| p.len()).sum();
+        if chunks.len() < 2 || total < 2 * 1024 * 1024 {
+            return chunks.iter().map(seal_one).collect();
+        }
+        let mid = chunks.len() / 2;
+        let (a, b) = chunks.split_at(mid);
+        std::thread::scope(|s| {
+            let second = s.spawn(|| b.iter().map(seal_one).collect::<Vec<_>>());
+            let mut out: Vec<_> = a.iter().map(seal_one).collect();
+            match second.join() {
+                Ok(rest) => out.extend(rest),
+                // Sealing does not panic on any input; if it ever did, do
+                // the work again here rather than lose it.
+                Err(_) => out.extend(b.iter().map(seal_one)),
+            }
+            out
+        })
+    }
+
+    /// Writes a file's new chunks, manifest and inode in one transaction.
+    fn commit_file(&self, st: &FileState, sealed: &[(ManifestEntry, Vec<u8>)], db_size: u64) -> Result<(), FsError> {
+        let mut txn = self.store.begin();
+        let Some(mut inode) = self.store.inode(st.ino)? else { return Ok(()) };
+        for (e, body) in sealed {
+            txn.add_chunk(&e.id, body)?;
+        }
+        for id in st.released_slice() {
+            txn.ref_chunk(id, -1);
+        }
+        txn.put_manifest(st.ino, st.manifest());
+        inode.size = db_size;
+        if let Some(m) = st.mtime {
+            inode.mtime = m;
+        }
+        if let Some(c) = st.ctime {
+            inode.ctime = c;
+        }
+        txn.put_inode(&inode);
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    /// Runs `f` on the open state of `ino`, opening it for the call if no
+    /// handle has it open (truncate by path, say).
+    fn with_state<R>(&self, ino: u64, f: impl FnOnce(&mut FileState) -> Result<R, FsError>) -> Result<R, FsError> {
+        let fh = self.open(ino, false)?;
+        let result = match self.file_of(fh) {
+            Ok(state) => f(&mut lock(&state)),
+            Err(e) => Err(e),
+        };
+        let closed = self.release(fh);
+        let r = result?;
+        closed?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,493 @@
+//! Namespace operations: names, links, attributes and extended attributes.
+//!
+//! Each operation is one store transaction. Inodes it changes are gathered
+//! in a [`Changes`] set first, so an operation touching the same directory
+//! twice (rename within one directory) writes one consistent record.
+
+use super::{Caller, DirEntry, Drive, FsError, Handle, NAME_MAX, lock};
+use crate::store::{Dirent, Inode, Kind, Stamp, Store, Txn};
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+const S_ISGID: u16 = 0o2000;
+/// Longest extended attribute name and value (the kernel's own limits).
+const XATTR_NAME_MAX: usize = 255;
+const XATTR_SIZE_MAX: usize = 64 * 1024;
+const XATTR_CREATE: i32 = 1;
+const XATTR_REPLACE: i32 = 2;
+/// Highest link count of a file, as ext4 allows.
+const LINK_MAX: u32 = 65000;
+
+/// A time to set: a given one, or now.
+#[derive(Clone, Copy, Debug)]
+pub enum SetTime {
+    At(SystemTime),
+    Now,
+}
+
+/// The attributes a `setattr` changes; `None` leaves one alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// Inodes read and changed within one transaction.
+struct Changes<'s> {
+    store: &'s Store,
+    inodes: HashMap<u64, Inode>,
+}
+
+impl<'s> Changes<'s> {
+    fn new(store: &'s Store) -> Self {
+        Changes { store, inodes: HashMap::new() }
+    }
+
+    fn get(&mut self, ino: u64) -> Result<&mut Inode, FsError> {
+        if !self.inodes.contains_key(&ino) {
+            let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+            self.inodes.insert(ino, inode);
+        }
+        self.inodes.get_mut(&ino).ok_or(FsError::NotFound)
+    }
+
+    fn dir(&mut self, ino: u64) -> Result<&mut Inode, FsError> {
+        let d = self.get(ino)?;
+        if d.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if d.nlink == 0 {
+            // Removed while someone still held it.
+            return Err(FsError::NotFound);
+        }
+        Ok(d)
+    }
+
+    fn touch_dir(&mut self, ino: u64, now: Stamp) -> Result<(), FsError> {
+        let d = self.get(ino)?;
+        d.mtime = now;
+        d.ctime = now;
+        Ok(())
+    }
+
+    fn write(self, txn: &mut Txn<'_>, deleted: &[u64]) {
+        for (ino, inode) in &self.inodes {
+            if !deleted.contains(ino) {
+                txn.put_inode(inode);
+            }
+        }
+    }
+}
+
+fn check_name(name: &[u8]) -> Result<(), FsError> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(FsError::Invalid);
+    }
+    Ok(())
+}
+
+impl Drive {
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Inode, FsError> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let p = self.store.inode(parent)?.ok_or(FsError::NotFound)?;
+        if p.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let d = self.store.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        self.getattr(d.ino)
+    }
+
+    /// Creates a node of any kind but a directory or symlink.
+    pub fn mknod(&self, caller: Caller, parent: u64, name: &[u8], kind: Kind, perm: u32, rdev: u32) -> Result<Inode, FsError> {
+        self.make_node(caller, parent, name, kind, perm, rdev, None)
+    }
+
+    pub fn mkdir(&self, caller: Caller, parent: u64, name: &[u8], perm: u32) -> Result<Inode, FsError> {
+        self.make_node(caller, parent, name, Kind::Dir, perm, 0, None)
+    }
+
+    pub fn symlink(&self, caller: Caller, parent: u64, name: &[u8], target: &[u8]) -> Result<Inode, FsError> {
+        if target.len() >= libc::PATH_MAX as usize {
+            return Err(FsError::NameTooLong);
+        }
+        self.make_node(caller, parent, name, Kind::Symlink, 0o777, 0, Some(target.to_vec()))
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(&self, caller: Caller, parent: u64, name: &[u8], perm: u32) -> Result<(Inode, u64), FsError> {
+        let inode = self.make_node(caller, parent, name, Kind::File, perm, 0, None)?;
+        let fh = self.open(inode.ino, false)?;
+        Ok((inode, fh))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn make_node(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        perm: u32,
+        rdev: u32,
+        symlink: Option<Vec<u8>>,
+    ) -> Result<Inode, FsError> {
+        check_name(name)?;
+        let mut txn = self.store.begin();
+        let mut changes = Changes::new(&self.store);
+        let p = changes.dir(parent)?;
+        let (parent_gid, parent_sgid) = (p.gid, p.perm & S_ISGID != 0);
+        if self.store.lookup(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let now = Stamp::now();
+        let mut perm = (perm & 0o7777) as u16;
+        if kind == Kind::Dir && parent_sgid {
+            perm |= S_ISGID;
+        }
+        let inode = Inode {
+            ino: self.store.alloc_ino(),
+            kind,
+            perm,
+            uid: caller.uid,
+            gid: if parent_sgid { parent_gid } else { caller.gid },
+            size: symlink.as_ref().map_or(0, |t| t.len() as u64),
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            rdev,
+            parent,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            symlink,
+        };
+        changes.touch_dir(parent, now)?;
+        if kind == Kind::Dir {
+            changes.get(parent)?.nlink += 1;
+        }
+        txn.put_inode(&inode);
+        txn.put_dirent(parent, name, &Dirent { ino: inode.ino, kind });
+        changes.write(&mut txn, &[]);
+        txn.commit(false)?;
+        Ok(inode)
+    }
+
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Inode, FsError> {
+        check_name(newname)?;
+        let mut txn = self.store.begin();
+        let mut changes = Changes::new(&self.store);
+        changes.dir(newparent)?;
+        let inode = changes.get(ino)?;
+        if inode.kind == Kind::Dir {
+            return Err(FsError::NotPermitted);
+        }
+        if inode.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        if inode.nlink >= LINK_MAX {
+            return Err(FsError::TooManyLinks);
+        }
+        let kind = inode.kind;
+        if self.store.lookup(newparent, newname)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let now = Stamp::now();
+        let inode = changes.get(ino)?;
+        inode.nlink += 1;
+        inode.ctime = now;
+        changes.touch_dir(newparent, now)?;
+        txn.put_dirent(newparent, newname, &Dirent { ino, kind });
+        changes.write(&mut txn, &[]);
+        txn.commit(false)?;
+        self.getattr(ino)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
+        // Held so that no open races the decision to delete or orphan.
+        let files = lock(&self.open_files);
+        let mut txn = self.store.begin();
+        let mut changes = Changes::new(&self.store);
+        changes.dir(parent)?;
+        let d = self.store.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        if d.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        let now = Stamp::now();
+        txn.delete_dirent(parent, name);
+        changes.touch_dir(parent, now)?;
+        let deleted = self.drop_link(&mut txn, &mut changes, d.ino, files.contains_key(&d.ino), now)?;
+        changes.write(&mut txn, &deleted);
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    /// Lowers a non-directory's link count; at zero it is deleted at once,
+    /// or at its last close when it is open. Returns inodes deleted.
+    fn drop_link(&self, txn: &mut Txn<'_>, changes: &mut Changes<'_>, ino: u64, is_open: bool, now: Stamp) -> Result<Vec<u64>, FsError> {
+        let inode = changes.get(ino)?;
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = now;
+        if inode.nlink > 0 || is_open {
+            return Ok(Vec::new());
+        }
+        for e in self.store.manifest(ino)? {
+            txn.ref_chunk(&e.id, -1);
+        }
+        txn.delete_inode(ino)?;
+        Ok(vec![ino])
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), FsError> {
+        if name == b"." {
+            return Err(FsError::Invalid);
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        let mut txn = self.store.begin();
+        let mut changes = Changes::new(&self.store);
+        changes.dir(parent)?;
+        let d = self.store.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        if d.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if self.store.dir_has_entries(d.ino)? {
+            return Err(FsError::NotEmpty);
+        }
+        let now = Stamp::now();
+        txn.delete_dirent(parent, name);
+        txn.delete_inode(d.ino)?;
+        let p = changes.get(parent)?;
+        p.nlink = p.nlink.saturating_sub(1);
+        changes.touch_dir(parent, now)?;
+        changes.write(&mut txn, &[d.ino]);
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    /// `renameat2`: `flags` may hold `RENAME_NOREPLACE` or `RENAME_EXCHANGE`.
+    pub fn rename(&self, parent: u64, name: &[u8], newparent: u64, newname: &[u8], flags: u32) -> Result<(), FsError> {
+        check_name(newname)?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if (noreplace && exchange) || flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            return Err(FsError::Invalid);
+        }
+        let files = lock(&self.open_files);
+        let mut txn = self.store.begin();
+        let mut changes = Changes::new(&self.store);
+        changes.dir(parent)?;
+        changes.dir(newparent)?;
+        let src = self.store.lookup(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = self.store.lookup(newparent, newname)?;
+        let now = Stamp::now();
+        if exchange {
+            let dst = dst.ok_or(FsError::NotFound)?;
+            txn.put_dirent(parent, name, &dst);
+            txn.put_dirent(newparent, newname, &src);
+            if parent != newparent {
+                self.move_dir(&mut changes, src, parent, newparent)?;
+                self.move_dir(&mut changes, dst, newparent, parent)?;
+            }
+            changes.get(src.ino)?.ctime = now;
+            changes.get(dst.ino)?.ctime = now;
+            changes.touch_dir(parent, now)?;
+            changes.touch_dir(newparent, now)?;
+            changes.write(&mut txn, &[]);
+            txn.commit(false)?;
+            return Ok(());
+        }
+        let mut deleted = Vec::new();
+        if let Some(dst) = dst {
+            if noreplace {
+                return Err(FsError::Exists);
+            }
+            if dst.ino == src.ino {
+                // Two names of one file: POSIX says do nothing.
+                return Ok(());
+            }
+            match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => {
+                    if self.store.dir_has_entries(dst.ino)? {
+                        return Err(FsError::NotEmpty);
+                    }
+                    txn.delete_inode(dst.ino)?;
+                    deleted.push(dst.ino);
+                    let np = changes.get(newparent)?;
+                    np.nlink = np.nlink.saturating_sub(1);
+                }
+                (false, false) => {
+                    deleted = self.drop_link(&mut txn, &mut changes, dst.ino, files.contains_key(&dst.ino), now)?;
+                }
+            }
+        }
+        txn.delete_dirent(parent, name);
+        txn.put_dirent(newparent, newname, &src);
+        if parent != newparent {
+            self.move_dir(&mut changes, src, parent, newparent)?;
+        }
+        changes.get(src.ino)?.ctime = now;
+        changes.touch_dir(parent, now)?;
+        changes.touch_dir(newparent, now)?;
+        changes.write(&mut txn, &deleted);
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    /// Re-parents a directory moved between directories (".." and link counts).
+    fn move_dir(&self, changes: &mut Changes<'_>, d: Dirent, from: u64, to: u64) -> Result<(), FsError> {
+        if d.kind != Kind::Dir {
+            return Ok(());
+        }
+        changes.get(d.ino)?.parent = to;
+        let f = changes.get(from)?;
+        f.nlink = f.nlink.saturating_sub(1);
+        changes.get(to)?.nlink += 1;
+        Ok(())
+    }
+
+    pub fn readlink(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        inode.symlink.ok_or(FsError::Invalid)
+    }
+
+    pub fn setattr(&self, ino: u64, attr: SetAttr) -> Result<Inode, FsError> {
+        if let Some(size) = attr.size {
+            self.with_state(ino, |st| st.truncate(self, size))?;
+        }
+        let changes_meta = attr.mode.is_some() || attr.uid.is_some() || attr.gid.is_some() || attr.atime.is_some() || attr.mtime.is_some();
+        if !changes_meta {
+            return self.getattr(ino);
+        }
+        if attr.mtime.is_some() {
+            // An explicit mtime wins over the one pending writes would set.
+            if let Some(state) = self.open_state(ino) {
+                lock(&state).mtime = None;
+            }
+        }
+        let mut txn = self.store.begin();
+        let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        let now = Stamp::now();
+        if let Some(mode) = attr.mode {
+            inode.perm = (mode & 0o7777) as u16;
+        }
+        if let Some(uid) = attr.uid {
+            inode.uid = uid;
+        }
+        if let Some(gid) = attr.gid {
+            inode.gid = gid;
+        }
+        let stamp = |t: SetTime| match t {
+            SetTime::At(t) => Stamp::from(t),
+            SetTime::Now => now,
+        };
+        if let Some(t) = attr.atime {
+            inode.atime = stamp(t);
+        }
+        if let Some(t) = attr.mtime {
+            inode.mtime = stamp(t);
+        }
+        inode.ctime = now;
+        txn.put_inode(&inode);
+        txn.commit(false)?;
+        self.getattr(ino)
+    }
+
+    /// Opens a directory: its entries are read once, so a listing stays
+    /// consistent while the directory changes.
+    pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
+        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        if inode.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        let mut entries = vec![
+            DirEntry { name: b".".to_vec(), ino, kind: Kind::Dir },
+            DirEntry { name: b"..".to_vec(), ino: inode.parent, kind: Kind::Dir },
+        ];
+        for (name, d) in self.store.read_dir(ino)? {
+            entries.push(DirEntry { name, ino: d.ino, kind: d.kind });
+        }
+        Ok(self.new_handle(Handle::Dir { entries: std::sync::Arc::new(entries) }))
+    }
+
+    /// The listing an `opendir` took.
+    pub fn dir_entries(&self, fh: u64) -> Result<std::sync::Arc<Vec<DirEntry>>, FsError> {
+        match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir { entries }) => Ok(entries.clone()),
+            _ => Err(FsError::BadHandle),
+        }
+    }
+
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<(), FsError> {
+        check_xattr_name(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(FsError::AttrTooBig);
+        }
+        let mut txn = self.store.begin();
+        let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        let exists = self.store.xattr(ino, name)?.is_some();
+        if flags & XATTR_CREATE != 0 && exists {
+            return Err(FsError::Exists);
+        }
+        if flags & XATTR_REPLACE != 0 && !exists {
+            return Err(FsError::NoAttr);
+        }
+        txn.put_xattr(ino, name, value);
+        inode.ctime = Stamp::now();
+        txn.put_inode(&inode);
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        check_xattr_name(name)?;
+        self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        self.store.xattr(ino, name)?.ok_or(FsError::NoAttr)
+    }
+
+    /// Attribute names, each followed by a NUL, as `listxattr(2)` returns.
+    pub fn listxattr(&self, ino: u64) -> Result<Vec<u8>, FsError> {
+        self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        let mut out = Vec::new();
+        for name in self.store.xattr_names(ino)? {
+            out.extend_from_slice(&name);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), FsError> {
+        check_xattr_name(name)?;
+        let mut txn = self.store.begin();
+        let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        if self.store.xattr(ino, name)?.is_none() {
+            return Err(FsError::NoAttr);
+        }
+        txn.delete_xattr(ino, name);
+        inode.ctime = Stamp::now();
+        txn.put_inode(&inode);
+        txn.commit(false)?;
+        Ok(())
+    }
+}
+
+fn check_xattr_name(name: &[u8]) -> Result<(), FsError> {
+    if name.is_empty() || name.len() > XATTR_NAME_MAX {
+        return Err(FsError::Range);
+    }
+    // No ACL support: POSIX ACL attributes must not be stored and ignored.
+    if name.starts_with(b"system.") {
+        return Err(FsError::NotSupported);
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! Bytes written to an open file and not yet cut into chunks.
+
+use std::collections::BTreeMap;
+
+/// Non-overlapping, non-adjacent dirty ranges of one file, keyed by start.
+#[derive(Default, Debug)]
+pub struct Overlay {
+    ranges: BTreeMap<u64, Vec<u8>>,
+    bytes: usize,
+}
+
+impl Overlay {
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Records `data` at `off`, replacing what was there. Appending to the
+    /// end of a range extends it in place (the common sequential case).
+    pub fn insert(&mut self, off: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let end = off + data.len() as u64;
+        // Every range that overlaps or touches [off, end].
+        let touching: Vec<u64> = self
+            .ranges
+            .range(..=end)
+            .rev()
+            .take_while(|(s, v)| **s + v.len() as u64 >= off)
+            .map(|(s, _)| *s)
+            .collect();
+        let Some(&base_start) = touching.last() else {
+            self.bytes += data.len();
+            self.ranges.insert(off, data.to_vec());
+            return;
+        };
+        let new_start = base_start.min(off);
+        let mut new_end = end;
+        for s in &touching {
+            new_end = new_end.max(s + self.ranges[s].len() as u64);
+        }
+        let mut buf = if base_start == new_start {
+            let v = self.ranges.remove(&base_start).unwrap_or_default();
+            self.bytes -= v.len();
+            v
+        } else {
+            Vec::new()
+        };
+        buf.resize((new_end - new_start) as usize, 0);
+        for s in &touching {
+            if let Some(v) = self.ranges.remove(s) {
+                self.bytes -= v.len();
+                let at = (s - new_start) as usize;
+                buf[at..at + v.len()].copy_from_slice(&v);
+            }
+        }
+        let at = (off - new_start) as usize;
+        buf[at..at + data.len()].copy_from_slice(data);
+        self.bytes += buf.len();
+        self.ranges.insert(new_start, buf);
+    }
+
+    /// Copies the dirty bytes that fall in `[off, off + buf.len())` into `buf`.
+    pub fn read_into(&self, off: u64, buf: &mut [u8]) {
+        let end = off + buf.len() as u64;
+        let first = self.ranges.range(..=off).next_back().map_or(off, |(s, _)| *s);
+        for (s, v) in self.ranges.range(first..end) {
+            let a = (*s).max(off);
+            let b = (s + v.len() as u64).min(end);
+            if a < b {
+                buf[(a - off) as usize..(b - off) as usize]
+                    .copy_from_slice(&v[(a - s) as usize..(b - s) as usize]);
+            }
+        }
+    }
+
+    /// Forgets the dirty bytes in `[start, end)`.
+    pub fn remove_range(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let first = self.ranges.range(..=start).next_back().map_or(start, |(s, _)| *s);
+        let hit: Vec<u64> = self.ranges.range(first..end).map(|(s, _)| *s).collect();
+        for s in hit {
+            let Some(v) = self.ranges.remove(&s) else { continue };
+            self.bytes -= v.len();
+            let e = s + v.len() as u64;
+            if e <= start {
+                // Entirely before the range: keep it.
+                self.bytes += v.len();
+                self.ranges.insert(s, v);
+                continue;
+            }
+            if s < start {
+                let head = v[..(start - s) as usize].to_vec();
+                self.bytes += head.len();
+                self.ranges.insert(s, head);
+            }
+            if e > end {
+                let tail = v[(end - s) as usize..].to_vec();
+                self.bytes += tail.len();
+                self.ranges.insert(end, tail);
+            }
+        }
+    }
+
+    /// Drops everything at or beyond `size`.
+    pub fn truncate(&mut self, size: u64) {
+        self.remove_range(size, u64::MAX);
+    }
+
+    /// Groups of dirty ranges, merging ranges closer than `gap` bytes.
+    pub fn clusters(&self, gap: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (s, v) in &self.ranges {
+            let e = s + v.len() as u64;
+            match out.last_mut() {
+                Some(last) if *s <= last.1 + gap => last.1 = last.1.max(e),
+                _ => out.push((*s, e)),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(o: &Overlay, off: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        o.read_into(off, &mut b);
+        b
+    }
+
+    #[test]
+    fn inserts_merge_and_overwrite() {
+        let mut o = Overlay::default();
+        o.insert(10, b"abc");
+        o.insert(13, b"def");
+        assert_eq!(o.clusters(0), vec![(10, 16)]);
+        o.insert(0, b"xy");
+        o.insert(11, b"Z");
+        assert_eq!(read(&o, 0, 16), b"xy\0\0\0\0\0\0\0\0aZcdef");
+        o.insert(1, &[b'q'; 12]);
+        assert_eq!(read(&o, 0, 16), b"xqqqqqqqqqqqqdef");
+        assert_eq!(o.bytes(), 16);
+        assert_eq!(o.clusters(0), vec![(0, 16)]);
+    }
+
+    #[test]
+    fn remove_and_truncate_split_ranges() {
+        let mut o = Overlay::default();
+        o.insert(0, b"0123456789");
+        o.remove_range(3, 5);
+        assert_eq!(o.clusters(0), vec![(0, 3), (5, 10)]);
+        assert_eq!(o.bytes(), 8);
+        o.truncate(7);
+        assert_eq!(o.clusters(0), vec![(0, 3), (5, 7)]);
+        assert_eq!(read(&o, 0, 10), b"012\0\056\0\0\0");
+        assert_eq!(o.clusters(2), vec![(0, 7)]);
+        o.remove_range(0, 100);
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
+    }
+}

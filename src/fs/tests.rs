@@ -1,0 +1,189 @@
+//! Drive logic without a mount: contents against a model, re-cut locality,
+//! dedup, truncation and link bookkeeping over a real store.
+
+use super::namespace::SetAttr;
+use super::*;
+use crate::store::ROOT_INO;
+
+const ME: Caller = Caller { uid: 0, gid: 0 };
+
+fn drive_with(dir: &std::path::Path, sizes: ChunkSizes) -> Drive {
+    let store = Arc::new(Store::open(dir, 0, 0).expect("open store"));
+    Drive::new(store, UserSecret::from_bytes([5; 32]), sizes, 1 << 40)
+}
+
+fn small_sizes() -> ChunkSizes {
+    ChunkSizes { min: 256, avg: 1024, max: 4096 }
+}
+
+/// Deterministic bytes that differ per position and seed.
+fn data(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn read_all(d: &Drive, fh: u64, size: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let chunk = d.read(fh, out.len() as u64, 1 << 20).unwrap();
+        assert!(!chunk.is_empty(), "short read at {}", out.len());
+        out.extend_from_slice(&chunk);
+    }
+    out
+}
+
+#[test]
+fn random_writes_and_truncates_match_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let (inode, fh) = d.create(ME, ROOT_INO, b"f", 0o644).unwrap();
+    let mut model: Vec<u8> = Vec::new();
+    let mut rng = 12345u64;
+    let mut next = |m: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % m
+    };
+    for step in 0..400 {
+        match next(10) {
+            0 => {
+                let size = next(60_000);
+                d.setattr(inode.ino, SetAttr { size: Some(size), ..SetAttr::default() }).unwrap();
+                model.resize(size as usize, 0);
+            }
+            1 | 2 => d.flush(fh).unwrap(),
+            _ => {
+                let off = next(50_000);
+                let len = 1 + next(9_000) as usize;
+                let bytes = data(len, step);
+                d.write(fh, off, &bytes).unwrap();
+                if model.len() < off as usize + len {
+                    model.resize(off as usize + len, 0);
+                }
+                model[off as usize..off as usize + len].copy_from_slice(&bytes);
+            }
+        }
+        assert_eq!(d.getattr(inode.ino).unwrap().size, model.len() as u64, "size after step {step}");
+        if step % 25 == 0 {
+            assert_eq!(read_all(&d, fh, model.len() as u64), model, "contents after step {step}");
+        }
+    }
+    d.release(fh).unwrap();
+    let fh = d.open(inode.ino, false).unwrap();
+    assert_eq!(read_all(&d, fh, model.len() as u64), model);
+    d.release(fh).unwrap();
+    let report = d.store().fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
+
+#[test]
+fn one_byte_write_recuts_a_handful_of_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), ChunkSizes::default());
+    let (_, fh) = d.create(ME, ROOT_INO, b"big", 0o644).unwrap();
+    let size = 64usize << 20;
+    let bytes = data(size, 7);
+    for (i, part) in bytes.chunks(1 << 20).enumerate() {
+        d.write(fh, (i << 20) as u64, part).unwrap();
+    }
+    d.fsync(fh).unwrap();
+    let before = d.store().chunks_written();
+    assert!(before > 16, "a 64 MiB file is many chunks, got {before}");
+    d.write(fh, (size / 2) as u64, b"X").unwrap();
+    d.fsync(fh).unwrap();
+    let written = d.store().chunks_written() - before;
+    assert!((1..=4).contains(&written), "a 1-byte write wrote {written} chunks");
+    let mut expect = bytes;
+    expect[size / 2] = b'X';
+    assert_eq!(read_all(&d, fh, size as u64), expect);
+    d.release(fh).unwrap();
+}
+
+#[test]
+fn same_content_dedups_and_delete_gives_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), ChunkSizes::default());
+    let bytes = data(3 << 20, 9);
+    for name in [&b"a"[..], &b"b"[..]] {
+        let (_, fh) = d.create(ME, ROOT_INO, name, 0o644).unwrap();
+        d.write(fh, 0, &bytes).unwrap();
+        d.release(fh).unwrap();
+    }
+    let s = d.store().stats().unwrap();
+    assert!(s.dedup_saved_bytes >= 3 << 20, "{s:?}");
+    assert_eq!(s.chunk_refs, 2 * s.chunks);
+    let used = d.store().used_bytes();
+    d.unlink(ROOT_INO, b"a").unwrap();
+    assert_eq!(d.store().used_bytes(), used, "b still holds every chunk");
+    d.unlink(ROOT_INO, b"b").unwrap();
+    assert_eq!(d.store().used_bytes(), 0);
+    assert_eq!(d.store().stats().unwrap().chunks, 0);
+}
+
+#[test]
+fn unlinked_open_file_lives_until_last_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let (inode, fh) = d.create(ME, ROOT_INO, b"tmp", 0o600).unwrap();
+    d.write(fh, 0, b"still here").unwrap();
+    d.unlink(ROOT_INO, b"tmp").unwrap();
+    assert!(matches!(d.lookup(ROOT_INO, b"tmp"), Err(FsError::NotFound)));
+    assert_eq!(d.read(fh, 0, 100).unwrap(), b"still here");
+    d.release(fh).unwrap();
+    assert!(matches!(d.getattr(inode.ino), Err(FsError::NotFound)));
+    assert_eq!(d.store().used_bytes(), 0);
+}
+
+#[test]
+fn links_renames_and_dirs_keep_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let a = d.mkdir(ME, ROOT_INO, b"a", 0o755).unwrap();
+    let b = d.mkdir(ME, ROOT_INO, b"b", 0o755).unwrap();
+    assert_eq!(d.getattr(ROOT_INO).unwrap().nlink, 4);
+    let (f, fh) = d.create(ME, a.ino, b"f", 0o644).unwrap();
+    d.release(fh).unwrap();
+    d.link(f.ino, b.ino, b"g").unwrap();
+    assert_eq!(d.getattr(f.ino).unwrap().nlink, 2);
+    assert!(matches!(d.rename(a.ino, b"f", b.ino, b"g", libc::RENAME_NOREPLACE), Err(FsError::Exists)));
+    // Renaming one name of a file onto another name of it does nothing.
+    d.rename(a.ino, b"f", b.ino, b"g", 0).unwrap();
+    assert_eq!(d.getattr(f.ino).unwrap().nlink, 2);
+    let sub = d.mkdir(ME, a.ino, b"sub", 0o755).unwrap();
+    assert!(matches!(d.rmdir(ROOT_INO, b"a"), Err(FsError::NotEmpty)));
+    d.rename(a.ino, b"sub", b.ino, b"sub", 0).unwrap();
+    assert_eq!(d.getattr(a.ino).unwrap().nlink, 2);
+    assert_eq!(d.getattr(b.ino).unwrap().nlink, 3);
+    assert_eq!(d.getattr(sub.ino).unwrap().parent, b.ino);
+    d.rename(b.ino, b"sub", ROOT_INO, b"a", libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(d.lookup(ROOT_INO, b"a").unwrap().ino, sub.ino);
+    assert_eq!(d.lookup(b.ino, b"sub").unwrap().ino, a.ino);
+    assert_eq!(d.getattr(b.ino).unwrap().nlink, 3);
+    assert_eq!(d.getattr(ROOT_INO).unwrap().nlink, 4);
+    let report = d.store().fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
+
+#[test]
+fn xattrs_follow_create_and_replace_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let (f, fh) = d.create(ME, ROOT_INO, b"x", 0o644).unwrap();
+    d.release(fh).unwrap();
+    assert!(matches!(d.setxattr(f.ino, b"user.k", b"v", 2), Err(FsError::NoAttr)));
+    d.setxattr(f.ino, b"user.k", b"v", 1).unwrap();
+    assert!(matches!(d.setxattr(f.ino, b"user.k", b"w", 1), Err(FsError::Exists)));
+    d.setxattr(f.ino, b"user.k", b"w", 2).unwrap();
+    assert_eq!(d.getxattr(f.ino, b"user.k").unwrap(), b"w");
+    assert_eq!(d.listxattr(f.ino).unwrap(), b"user.k\0");
+    d.removexattr(f.ino, b"user.k").unwrap();
+    assert!(matches!(d.getxattr(f.ino, b"user.k"), Err(FsError::NoAttr)));
+}

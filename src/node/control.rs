@@ -1,0 +1,94 @@
+//! The control socket: how `pactfs` commands reach a running node.
+//!
+//! A Unix socket under the data directory, owner-only (0600). One request
+//! per connection: a JSON line in, a JSON line out. No command opens the
+//! node's RocksDB behind its back; they ask the node over this socket.
+
+use super::NodeError;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest request or reply line accepted.
+const MAX_LINE: u64 = 1024 * 1024;
+
+/// What a command asks of the node.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    Stats,
+    /// Flush, unmount and exit.
+    Shutdown,
+}
+
+/// The node's answer: `ok` with a value, or an error message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default)]
+    pub value: serde_json::Value,
+    #[serde(default)]
+    pub error: String,
+}
+
+impl Reply {
+    pub fn ok(value: serde_json::Value) -> Reply {
+        Reply { ok: true, value, error: String::new() }
+    }
+    pub fn err(error: impl ToString) -> Reply {
+        Reply { ok: false, value: serde_json::Value::Null, error: error.to_string() }
+    }
+}
+
+/// Binds the socket, owner-only, replacing a stale one from a dead node.
+pub fn bind(path: &Path) -> Result<UnixListener, NodeError> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(|e| NodeError::io(path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| NodeError::io(path, e))?;
+    Ok(listener)
+}
+
+/// Serves connections until the listener fails; `handle` answers each request.
+pub fn serve(listener: UnixListener, handle: impl Fn(Request) -> Reply + Send + Sync + 'static) {
+    let handle = std::sync::Arc::new(handle);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { break };
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve_one(stream, &*handle) {
+                tracing::debug!(cause = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+fn serve_one(stream: UnixStream, handle: &dyn Fn(Request) -> Reply) -> std::io::Result<()> {
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_LINE)).read_line(&mut line)?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => handle(req),
+        Err(e) => Reply::err(format!("bad request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    (&stream).write_all(&out)
+}
+
+/// Sends one request to the node behind `path` and waits for its reply.
+pub fn call(path: &Path, req: &Request, timeout: Option<Duration>) -> Result<serde_json::Value, NodeError> {
+    let not_running = |e: std::io::Error| NodeError::NotRunning { socket: PathBuf::from(path), cause: e.to_string() };
+    let mut stream = UnixStream::connect(path).map_err(not_running)?;
+    stream.set_read_timeout(timeout).map_err(|e| NodeError::io(path, e))?;
+    let mut line = serde_json::to_vec(req).unwrap_or_default();
+    line.push(b'\n');
+    stream.write_all(&line).map_err(|e| NodeError::io(path, e))?;
+    let mut answer = String::new();
+    BufReader::new((&stream).take(MAX_LINE)).read_line(&mut answer).map_err(|e| NodeError::io(path, e))?;
+    let reply: Reply = serde_json::from_str(&answer)
+        .map_err(|e| NodeError::Control(format!("unreadable reply from the node: {e}")))?;
+    if reply.ok { Ok(reply.value) } else { Err(NodeError::Control(reply.error)) }
+}

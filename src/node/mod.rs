@@ -1,0 +1,268 @@
+//! The node: assembles the layers from the config and runs them.
+//!
+//! [`mount`] is the life of a mounted drive: take the home's lock, open the
+//! store, mount FUSE, serve the control socket, run maintenance, and on a
+//! signal or `pactfs umount` unmount, flush and exit. `daemon` detaches it;
+//! `control` is the socket commands use to reach it; `home` is the layout
+//! of a pactfs home and `pactfs init`.
+
+pub mod control;
+pub mod daemon;
+pub mod home;
+mod lock;
+mod mountinfo;
+
+pub use home::Home;
+pub use lock::HomeLock;
+pub use mountinfo::{find_pactfs_mount, is_mounted};
+
+use crate::chunk::ChunkSizes;
+use crate::config::{Config, ConfigError};
+use crate::fs::{Drive, fuse::PactFs};
+use crate::store::{Store, StoreError};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How often the node compacts pack files.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(30);
+/// FUSE worker threads: enough for a slow chunk read not to stall others.
+const FUSE_THREADS: usize = 4;
+
+/// Why the node could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} already exists: refusing to overwrite existing keys")]
+    KeysExist(PathBuf),
+    #[error("{0} is missing: run `pactfs init` first")]
+    NotInitialised(PathBuf),
+    #[error("{path}: a key must be 32 bytes, found {len}")]
+    BadKey { path: PathBuf, len: usize },
+    #[error("the system random number generator failed")]
+    Random,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the pactfs home {home} is already mounted{}", pid.map(|p| format!(" (node pid {p})")).unwrap_or_default())]
+    AlreadyMounted { home: PathBuf, pid: Option<u32> },
+    #[error("cannot mount at {mountpoint}: {source}")]
+    Mount { mountpoint: PathBuf, source: std::io::Error },
+    #[error("no pactfs node is running for this home ({socket}: {cause})")]
+    NotRunning { socket: PathBuf, cause: String },
+    #[error("{0} is not a pactfs mount")]
+    NotMounted(PathBuf),
+    #[error("node: {0}")]
+    Control(String),
+}
+
+impl NodeError {
+    pub fn io(path: &Path, source: std::io::Error) -> NodeError {
+        NodeError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// How to mount.
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// Let other users into the mount (the kernel enforces permissions).
+    pub allow_other: bool,
+}
+
+/// Loads the home's config; a missing file means the defaults.
+pub fn load_config(home: &Home) -> Result<Config, NodeError> {
+    match Config::load(&home.config_file()) {
+        Ok(c) => Ok(c),
+        Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(path = %home.config_file().display(), "no config file: using defaults");
+            Ok(Config::default())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the store of a home whose lock the caller holds.
+pub fn open_store(home: &Home) -> Result<Store, NodeError> {
+    // SAFETY: geteuid and getegid cannot fail.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    Ok(Store::open(&home.data_dir, uid, gid)?)
+}
+
+fn chunk_sizes(cfg: &Config) -> ChunkSizes {
+    // Validation bounds every size to fastcdc's limits (at most 16 MiB).
+    let to_u32 = |b: u64| u32::try_from(b).unwrap_or(u32::MAX);
+    ChunkSizes {
+        min: to_u32(cfg.storage.chunk_min.bytes()),
+        avg: to_u32(cfg.storage.chunk_avg.bytes()),
+        max: to_u32(cfg.storage.chunk_max.bytes()),
+    }
+}
+
+enum Event {
+    Stop(&'static str),
+    Ended(std::io::Result<()>),
+}
+
+/// Runs a mounted drive until it is unmounted or told to stop. `ready` is
+/// called once the mount is live (or with the error that prevented it).
+pub fn mount(
+    home: &Home,
+    lock: HomeLock,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    ready: impl FnOnce(Result<(), String>),
+) -> Result<(), NodeError> {
+    // Block the stop signals before any thread exists, so that every thread
+    // inherits the mask and only the signal thread below receives them.
+    let signals = block_stop_signals();
+    let started = (|| -> Result<_, NodeError> {
+        let cfg = load_config(home)?;
+        let secret = home.user_secret()?;
+        let store = Arc::new(open_store(home)?);
+        let orphans = store.sweep_orphans()?;
+        if orphans > 0 {
+            tracing::info!(orphans, "removed files unlinked while open before a crash");
+        }
+        let drive = Arc::new(Drive::new(store.clone(), secret, chunk_sizes(&cfg), cfg.storage.capacity.bytes()));
+        let mut fuse_cfg = fuser::Config::default();
+        fuse_cfg.mount_options = vec![
+            fuser::MountOption::FSName(format!("pactfs:{}", home.data_dir.display())),
+            fuser::MountOption::Subtype("pactfs".into()),
+            fuser::MountOption::DefaultPermissions,
+        ];
+        if opts.allow_other || cfg.mount.allow_other {
+            fuse_cfg.acl = fuser::SessionACL::All;
+        }
+        fuse_cfg.n_threads = Some(FUSE_THREADS);
+        fuse_cfg.clone_fd = true;
+        let session = fuser::Session::new(PactFs::new(drive.clone()), mountpoint, &fuse_cfg)
+            .map_err(|source| NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source })?;
+        Ok((store, drive, session))
+    })();
+    let (store, drive, mut session) = match started {
+        Ok(s) => s,
+        Err(e) => {
+            ready(Err(e.to_string()));
+            return Err(e);
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let (tx, rx) = mpsc::channel::<Event>();
+    let session_tx = tx.clone();
+    std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let _ = session_tx.send(Event::Ended(session.run()));
+        })
+        .map_err(|e| NodeError::io(mountpoint, e))?;
+    let signal_tx = tx.clone();
+    std::thread::spawn(move || {
+        let name = wait_for_signal(&signals);
+        let _ = signal_tx.send(Event::Stop(name));
+    });
+    let listener = control::bind(&home.control_socket())?;
+    let control_tx = tx.clone();
+    let control_store = store.clone();
+    let mount_path = mountpoint.to_path_buf();
+    std::thread::spawn(move || {
+        control::serve(listener, move |req| match req {
+            control::Request::Ping => control::Reply::ok(serde_json::json!({
+                "pid": std::process::id(),
+                "mountpoint": mount_path,
+            })),
+            control::Request::Stats => match control_store.stats() {
+                Ok(s) => control::Reply::ok(serde_json::to_value(s).unwrap_or_default()),
+                Err(e) => control::Reply::err(e),
+            },
+            control::Request::Shutdown => {
+                let _ = control_tx.send(Event::Stop("umount"));
+                control::Reply::ok(serde_json::Value::Null)
+            }
+        });
+    });
+    let (stop_maint, maint_rx) = mpsc::channel::<()>();
+    let maint_store = store.clone();
+    let maintenance = std::thread::spawn(move || {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = maint_rx.recv_timeout(MAINTENANCE_EVERY) {
+            match maint_store.compact_packs() {
+                Ok(0) => {}
+                Ok(freed) => tracing::info!(freed, "compacted pack files"),
+                Err(e) => tracing::warn!(cause = %e, "pack compaction failed"),
+            }
+        }
+    });
+    tracing::info!(mountpoint = %mountpoint.display(), "mounted");
+    ready(Ok(()));
+    let mut result = Ok(());
+    loop {
+        match rx.recv() {
+            Ok(Event::Stop(why)) => {
+                tracing::info!(reason = why, "unmounting");
+                if let Err(e) = drive.sync_all() {
+                    tracing::error!(cause = %e, "flush before unmount failed");
+                }
+                if let Err(e) = unmounter.unmount() {
+                    // Busy: detach it so the node can still exit cleanly; the
+                    // kernel finishes the unmount when the last user leaves.
+                    tracing::warn!(cause = %e, "unmount failed; detaching");
+                    detach(mountpoint);
+                }
+            }
+            Ok(Event::Ended(r)) => {
+                if let Err(e) = r {
+                    tracing::error!(cause = %e, "FUSE session ended with an error");
+                    result = Err(NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source: e });
+                }
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = stop_maint.send(());
+    let _ = maintenance.join();
+    drive.sync_all().map_err(|e| NodeError::Control(format!("final flush failed: {e}")))?;
+    let _ = std::fs::remove_file(home.control_socket());
+    drop(drive);
+    drop(store);
+    drop(lock);
+    tracing::info!("stopped");
+    result
+}
+
+/// Lazily unmounts `path` (root only); used when a clean unmount is refused.
+pub fn detach(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return };
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        let _ = std::process::Command::new("fusermount3").arg("-uz").arg(path).status();
+    }
+}
+
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local set; pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+    let mut sig = 0;
+    // SAFETY: the set was initialised by block_stop_signals.
+    unsafe { libc::sigwait(set, &mut sig) };
+    match sig {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "SIGHUP",
+    }
+}

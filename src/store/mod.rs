@@ -1,0 +1,329 @@
+//! The local store: RocksDB for the index, pack files for chunk bodies.
+//!
+//! Column families (keys big-endian, values versioned through `codec`):
+//!
+//! | cf          | key                    | value            |
+//! |-------------|------------------------|------------------|
+//! | `meta`      | name                   | counters         |
+//! | `inodes`    | ino                    | [`Inode`]        |
+//! | `dirents`   | parent ino, name       | [`Dirent`]       |
+//! | `xattrs`    | ino, name              | raw value        |
+//! | `manifests` | ino                    | manifest entries |
+//! | `chunks`    | chunk id               | [`ChunkRecord`]  |
+//! | `packs`     | pack no                | [`PackRecord`]   |
+//! | `pack_index`| pack no, body offset   | chunk id         |
+//! | `pending`   | chunk id               | (empty): the placement queue |
+//!
+//! Every change to the namespace or to a file's chunks is one [`Txn`]: one
+//! RocksDB write batch, so a crash never leaves half an operation. Chunk
+//! reference counts change only inside a `Txn`, under the store's writer
+//! lock; a chunk whose count reaches zero leaves the index and its pack's
+//! live bytes at once, and compaction later returns the disk space.
+//!
+//! Invariant: this module knows nothing of FUSE or the network.
+
+mod packs;
+pub mod records;
+mod txn;
+
+pub use packs::Packs;
+pub use records::{ChunkRecord, Dirent, Inode, Kind, PackRecord, Placement, Stamp};
+pub use txn::Txn;
+
+use crate::chunk::{ChunkId, ManifestEntry};
+use crate::codec::CodecError;
+use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+pub const ROOT_INO: u64 = 1;
+
+const CFS: [&str; 9] =
+    ["meta", "inodes", "dirents", "xattrs", "manifests", "chunks", "packs", "pack_index", "pending"];
+const META_NEXT_INO: &[u8] = b"next_ino";
+const META_FORMAT: &[u8] = b"format";
+/// On-disk layout of the store as a whole; bumped when the set of column
+/// families or a key layout changes.
+const FORMAT_VERSION: u64 = 1;
+
+/// What can go wrong in the store. Callers act on the kind: `Io` and `Db`
+/// are environmental (disk full, permissions), `Corrupt` means the index or
+/// a pack holds bytes that do not decode or verify.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("corrupt {what}: {detail}")]
+    Corrupt { what: String, detail: String },
+    /// The index names a chunk the store does not hold.
+    #[error("chunk {0} is not in the local store")]
+    ChunkMissing(ChunkId),
+    /// The store was written by a newer pactfs.
+    #[error("store format {found} is newer than this build's {expected}")]
+    Format { found: u64, expected: u64 },
+}
+
+impl StoreError {
+    pub fn io(path: &Path, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: path.to_path_buf(), source }
+    }
+
+    fn corrupt(what: &str, e: CodecError) -> StoreError {
+        StoreError::Corrupt { what: what.to_string(), detail: e.to_string() }
+    }
+
+    /// The OS error behind this failure, if any (ENOSPC stays ENOSPC).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            StoreError::Io { source, .. } => source.raw_os_error(),
+            StoreError::Db(e) if e.to_string().contains("No space left") => Some(libc::ENOSPC),
+            _ => None,
+        }
+    }
+}
+
+/// The open store of one pactfs home.
+pub struct Store {
+    db: DB,
+    packs: Packs,
+    writer: Mutex<()>,
+    next_ino: AtomicU64,
+    /// Live bytes of stored chunk bodies (what `df` counts as used).
+    used_bytes: AtomicU64,
+    /// Chunk bodies appended by this process (dedup'd chunks not counted).
+    chunks_written: AtomicU64,
+    data_dir: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store under `data_dir`, with a root
+    /// directory owned by `root_uid`/`root_gid` on first use.
+    pub fn open(data_dir: &Path, root_uid: u32, root_gid: u32) -> Result<Store, StoreError> {
+        let db_path = data_dir.join("db");
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_total_wal_size(256 << 20);
+        opts.set_keep_log_file_num(4);
+        opts.increase_parallelism(2);
+        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let db = DB::open_cf_descriptors(&opts, &db_path, cfs)?;
+        let packs = Packs::open(&data_dir.join("packs"))?;
+        let store = Store {
+            db,
+            packs,
+            writer: Mutex::new(()),
+            next_ino: AtomicU64::new(ROOT_INO + 1),
+            used_bytes: AtomicU64::new(0),
+            chunks_written: AtomicU64::new(0),
+            data_dir: data_dir.to_path_buf(),
+        };
+        store.check_format()?;
+        store.load_counters()?;
+        store.ensure_root(root_uid, root_gid)?;
+        Ok(store)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        // The column families are created at open from CFS; a missing one
+        // is a programming error, not a runtime condition.
+        self.db.cf_handle(name).expect("column family opened with the store")
+    }
+
+    fn check_format(&self) -> Result<(), StoreError> {
+        let meta = self.cf("meta");
+        match self.db.get_cf(meta, META_FORMAT)? {
+            Some(v) => {
+                let found = records::parse_u64(&v).unwrap_or(u64::MAX);
+                if found > FORMAT_VERSION {
+                    return Err(StoreError::Format { found, expected: FORMAT_VERSION });
+                }
+            }
+            None => {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                self.db.put_cf_opt(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes(), &wo)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_counters(&self) -> Result<(), StoreError> {
+        let mut next = ROOT_INO + 1;
+        if let Some(v) = self.db.get_cf(self.cf("meta"), META_NEXT_INO)? {
+            next = next.max(records::parse_u64(&v).unwrap_or(0));
+        }
+        // The counter is written with every create, but take the highest
+        // inode too in case an older layout did not.
+        if let Some(Ok((k, _))) = self.db.iterator_cf(self.cf("inodes"), IteratorMode::End).next() {
+            next = next.max(records::parse_u64(&k).unwrap_or(0) + 1);
+        }
+        self.next_ino.store(next, Ordering::SeqCst);
+        let mut used = 0;
+        for item in self.db.iterator_cf(self.cf("packs"), IteratorMode::Start) {
+            let (_, v) = item?;
+            used += records::decode_pack(&v).map_err(|e| StoreError::corrupt("pack record", e))?.live;
+        }
+        self.used_bytes.store(used, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn ensure_root(&self, uid: u32, gid: u32) -> Result<(), StoreError> {
+        if self.inode(ROOT_INO)?.is_some() {
+            return Ok(());
+        }
+        let now = Stamp::now();
+        let root = Inode {
+            ino: ROOT_INO,
+            kind: Kind::Dir,
+            perm: 0o755,
+            uid,
+            gid,
+            size: 0,
+            nlink: 2,
+            rdev: 0,
+            parent: ROOT_INO,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+        symlink: None,
+        };
+        let mut txn = self.begin();
+        txn.put_inode(&root);
+        txn.commit(true)
+    }
+
+    /// Starts a transaction, taking the writer lock until it commits or drops.
+    pub fn begin(&self) -> Txn<'_> {
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        Txn::new(self, guard)
+    }
+
+    /// A fresh inode number, never handed out before.
+    pub fn alloc_ino(&self) -> u64 {
+        self.next_ino.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub fn inode(&self, ino: u64) -> Result<Option<Inode>, StoreError> {
+        match self.db.get_pinned_cf(self.cf("inodes"), records::ino_key(ino))? {
+            Some(v) => Ok(Some(records::decode_inode(&v).map_err(|e| StoreError::corrupt("inode", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<Dirent>, StoreError> {
+        match self.db.get_pinned_cf(self.cf("dirents"), records::dirent_key(parent, name))? {
+            Some(v) => Ok(Some(records::decode_dirent(&v).map_err(|e| StoreError::corrupt("dirent", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// All entries of directory `parent`, in name order.
+    pub fn read_dir(&self, parent: u64) -> Result<Vec<(Vec<u8>, Dirent)>, StoreError> {
+        let prefix = parent.to_be_bytes();
+        let mut out = Vec::new();
+        let iter = self.db.iterator_cf(self.cf("dirents"), IteratorMode::From(&prefix, Direction::Forward));
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let d = records::decode_dirent(&v).map_err(|e| StoreError::corrupt("dirent", e))?;
+            out.push((k[8..].to_vec(), d));
+        }
+        Ok(out)
+    }
+
+    /// True when directory `parent` has at least one entry.
+    pub fn dir_has_entries(&self, parent: u64) -> Result<bool, StoreError> {
+        let prefix = parent.to_be_bytes();
+        let mut iter = self.db.iterator_cf(self.cf("dirents"), IteratorMode::From(&prefix, Direction::Forward));
+        match iter.next() {
+            Some(item) => Ok(item?.0.starts_with(&prefix)),
+            None => Ok(false),
+        }
+    }
+
+    pub fn manifest(&self, ino: u64) -> Result<Vec<ManifestEntry>, StoreError> {
+        match self.db.get_pinned_cf(self.cf("manifests"), records::ino_key(ino))? {
+            Some(v) => records::decode_manifest(&v).map_err(|e| StoreError::corrupt("manifest", e)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf("xattrs"), records::xattr_key(ino, name))?)
+    }
+
+    pub fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let prefix = ino.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("xattrs"), IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(k[8..].to_vec());
+        }
+        Ok(out)
+    }
+
+    pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>, StoreError> {
+        match self.db.get_pinned_cf(self.cf("chunks"), id.0)? {
+            Some(v) => Ok(Some(records::decode_chunk(&v).map_err(|e| StoreError::corrupt("chunk record", e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The sealed bytes of a chunk, as stored (the caller verifies them
+    /// against the id before use).
+    pub fn chunk_body(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
+        let rec = self.chunk(id)?.ok_or(StoreError::ChunkMissing(*id))?;
+        self.packs.read(rec.pack, rec.offset, rec.len)
+    }
+
+    /// Makes every committed change durable: pack bodies first, then the
+    /// RocksDB WAL that names them.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.packs.sync()?;
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used_bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn chunks_written(&self) -> u64 {
+        self.chunks_written.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn packs(&self) -> &Packs {
+        &self.packs
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
+    }
+}
+
+pub(crate) type WriterGuard<'a> = MutexGuard<'a, ()>;
+
+mod fsck;
+mod scan;
+pub use scan::{FsckReport, Stats};

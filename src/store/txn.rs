@@ -1,0 +1,174 @@
+//! One atomic change to the store: a RocksDB write batch plus the chunk
+//! reference-count and pack-space bookkeeping that goes with it.
+
+use super::records::{self, ChunkRecord, Dirent, Inode, PackRecord, Placement};
+use super::{META_NEXT_INO, Store, StoreError, WriterGuard};
+use crate::chunk::{ChunkId, ManifestEntry};
+use rocksdb::WriteBatch;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+/// A change in progress. Holds the store's writer lock, so reads made
+/// through the store while building it see no other writer's half-done work.
+/// Dropping it without `commit` discards the batch (appended pack bodies
+/// become unreferenced dead bytes).
+pub struct Txn<'a> {
+    store: &'a Store,
+    _guard: WriterGuard<'a>,
+    batch: WriteBatch,
+    chunk_deltas: HashMap<ChunkId, i64>,
+    appended: HashMap<ChunkId, ChunkRecord>,
+    touched_inodes: bool,
+}
+
+impl<'a> Txn<'a> {
+    pub(super) fn new(store: &'a Store, guard: WriterGuard<'a>) -> Txn<'a> {
+        Txn {
+            store,
+            _guard: guard,
+            batch: WriteBatch::default(),
+            chunk_deltas: HashMap::new(),
+            appended: HashMap::new(),
+            touched_inodes: false,
+        }
+    }
+
+    pub fn store(&self) -> &'a Store {
+        self.store
+    }
+
+    pub fn put_inode(&mut self, inode: &Inode) {
+        self.touched_inodes = true;
+        let cf = self.store.cf("inodes");
+        self.batch.put_cf(cf, records::ino_key(inode.ino), records::encode(inode));
+    }
+
+    /// Deletes an inode with its manifest and extended attributes; the
+    /// caller releases the manifest's chunk references.
+    pub fn delete_inode(&mut self, ino: u64) -> Result<(), StoreError> {
+        self.batch.delete_cf(self.store.cf("inodes"), records::ino_key(ino));
+        self.batch.delete_cf(self.store.cf("manifests"), records::ino_key(ino));
+        for name in self.store.xattr_names(ino)? {
+            self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, &name));
+        }
+        Ok(())
+    }
+
+    pub fn put_dirent(&mut self, parent: u64, name: &[u8], dirent: &Dirent) {
+        let cf = self.store.cf("dirents");
+        self.batch.put_cf(cf, records::dirent_key(parent, name), records::encode(dirent));
+    }
+
+    pub fn delete_dirent(&mut self, parent: u64, name: &[u8]) {
+        self.batch.delete_cf(self.store.cf("dirents"), records::dirent_key(parent, name));
+    }
+
+    pub fn put_xattr(&mut self, ino: u64, name: &[u8], value: &[u8]) {
+        self.batch.put_cf(self.store.cf("xattrs"), records::xattr_key(ino, name), value);
+    }
+
+    pub fn delete_xattr(&mut self, ino: u64, name: &[u8]) {
+        self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, name));
+    }
+
+    pub fn put_manifest(&mut self, ino: u64, entries: &[ManifestEntry]) {
+        let cf = self.store.cf("manifests");
+        if entries.is_empty() {
+            self.batch.delete_cf(cf, records::ino_key(ino));
+        } else {
+            self.batch.put_cf(cf, records::ino_key(ino), records::encode(&entries));
+        }
+    }
+
+    /// Adds one reference to a chunk, storing its sealed body unless the
+    /// store already holds it (dedup).
+    pub fn add_chunk(&mut self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
+        if !self.appended.contains_key(id) && self.store.chunk(id)?.is_none() {
+            let (pack, offset) = self.store.packs().append(id, sealed)?;
+            let len = sealed.len() as u32;
+            let rec = ChunkRecord { refs: 0, pack, offset, len, placement: Placement::new_pending() };
+            self.appended.insert(*id, rec);
+        }
+        *self.chunk_deltas.entry(*id).or_default() += 1;
+        Ok(())
+    }
+
+    /// Changes a chunk's reference count by `delta` (negative to release).
+    pub fn ref_chunk(&mut self, id: &ChunkId, delta: i64) {
+        *self.chunk_deltas.entry(*id).or_default() += delta;
+    }
+
+    /// Writes the batch; with `sync`, pack bodies and the WAL reach the disk
+    /// before this returns.
+    pub fn commit(mut self, sync: bool) -> Result<(), StoreError> {
+        let store = self.store;
+        let mut pack_deltas: HashMap<u32, (i64, i64)> = HashMap::new();
+        let mut used_delta: i64 = 0;
+        for rec in self.appended.values() {
+            pack_deltas.entry(rec.pack).or_default().0 += i64::from(rec.len);
+        }
+        let deltas = std::mem::take(&mut self.chunk_deltas);
+        for (id, delta) in deltas {
+            let appended = self.appended.get(&id).cloned();
+            let (mut rec, is_new) = match appended {
+                Some(rec) => (rec, true),
+                None => match store.chunk(&id)? {
+                    Some(rec) => (rec, false),
+                    None => {
+                        tracing::warn!(chunk = %id.fmt_short(), delta, "reference change for a chunk not in the index");
+                        continue;
+                    }
+                },
+            };
+            if delta == 0 && !is_new {
+                continue;
+            }
+            let refs = rec.refs as i64 + delta;
+            let len = i64::from(rec.len);
+            if refs <= 0 {
+                if !is_new {
+                    self.batch.delete_cf(store.cf("chunks"), id.0);
+                    self.batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
+                    self.batch.delete_cf(store.cf("pending"), id.0);
+                    pack_deltas.entry(rec.pack).or_default().1 -= len;
+                    used_delta -= len;
+                }
+                continue;
+            }
+            rec.refs = refs as u64;
+            self.batch.put_cf(store.cf("chunks"), id.0, records::encode(&rec));
+            if is_new {
+                self.batch.put_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset), id.0);
+                self.batch.put_cf(store.cf("pending"), id.0, b"");
+                pack_deltas.entry(rec.pack).or_default().1 += len;
+                used_delta += len;
+            }
+        }
+        for (pack, (total, live)) in pack_deltas {
+            let key = records::pack_key(pack);
+            let mut pr = match store.db().get_cf(store.cf("packs"), key)? {
+                Some(v) => records::decode_pack(&v).map_err(|e| StoreError::corrupt("pack record", e))?,
+                None => PackRecord::default(),
+            };
+            pr.total = (pr.total as i64 + total).max(0) as u64;
+            pr.live = (pr.live as i64 + live).max(0) as u64;
+            self.batch.put_cf(store.cf("packs"), key, records::encode(&pr));
+        }
+        if self.touched_inodes {
+            let next = store.next_ino.load(Ordering::SeqCst);
+            self.batch.put_cf(store.cf("meta"), META_NEXT_INO, next.to_be_bytes());
+        }
+        if sync {
+            store.packs().sync()?;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        store.write(batch, sync)?;
+        if used_delta >= 0 {
+            store.used_bytes.fetch_add(used_delta as u64, Ordering::Relaxed);
+        } else {
+            store.used_bytes.fetch_sub(used_delta.unsigned_abs(), Ordering::Relaxed);
+        }
+        store.chunks_written.fetch_add(self.appended.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}

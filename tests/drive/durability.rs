@@ -1,0 +1,237 @@
+//! Durability with real processes: what was fsynced survives `kill -9`, the
+//! offline commands refuse a mounted home, umount/remount keeps everything,
+//! identical content is stored once, and a one-byte write costs a few chunks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+
+use crate::common::*;
+
+#[test]
+fn fsynced_data_survives_kill9() {
+    let src = tempfile::tempdir().unwrap();
+    let mut d = Drive::new();
+    d.mount();
+    // dd with conv=fsync, from files outside the mount.
+    let dd_files = [("dd_small", 4097), ("dd_multi", 5 * MIB + 3)];
+    for (idx, (name, size)) in dd_files.iter().enumerate() {
+        let input = src.path().join(name);
+        fs::write(&input, test_data(100 + idx as u64, *size)).unwrap();
+        let (input_arg, output_arg) = (format!("if={}", s(&input)), format!("of={}", s(&d.path(name))));
+        run("dd", &[&input_arg, &output_arg, "bs=64k", "conv=fsync", "status=none"], None);
+    }
+    sync_dir(&d.mnt);
+    // A new dir (fsynced into its parent) holding File::sync_all'ed files.
+    fs::create_dir(d.path("dir")).unwrap();
+    sync_dir(&d.mnt);
+    fs::create_dir(d.path("dir/empty_sub")).unwrap();
+    sync_dir(&d.path("dir"));
+    let synced = [("dir/zero", 0), ("dir/one", 1), ("dir/page_plus", 4097), ("dir/avg_plus", MIB + 1), ("dir/big", 9 * MIB)];
+    for (idx, (rel, size)) in synced.iter().enumerate() {
+        write_synced(&d.path(rel), &test_data(200 + idx as u64, *size));
+    }
+    // An in-place overwrite of a synced file, fsynced.
+    let patch = test_data(250, 10_000);
+    let patched = OpenOptions::new().write(true).open(d.path("dir/big")).unwrap();
+    patched.write_all_at(&patch, 3 * MIB as u64 - 17).unwrap();
+    patched.sync_all().unwrap();
+    drop(patched);
+    // An atomic replace, fsynced: the new version is what must survive.
+    write_synced(&d.path("doc"), b"version 1");
+    write_synced(&d.path("doc.tmp"), b"version 2");
+    fs::rename(d.path("doc.tmp"), d.path("doc")).unwrap();
+    sync_dir(&d.mnt);
+    // Never synced: may be lost, must not damage anything.
+    fs::write(d.path("unsynced"), test_data(300, 2 * MIB)).unwrap();
+
+    d.kill9();
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after kill -9 must find a clean drive:\n{}", d.last_command());
+    d.mount();
+    for (idx, (name, size)) in dd_files.iter().enumerate() {
+        assert_file(&d.path(name), &test_data(100 + idx as u64, *size));
+    }
+    for (idx, (rel, size)) in synced.iter().enumerate() {
+        let mut want = test_data(200 + idx as u64, *size);
+        if *rel == "dir/big" {
+            want[3 * MIB - 17..3 * MIB - 17 + patch.len()].copy_from_slice(&patch);
+        }
+        assert_file(&d.path(rel), &want);
+    }
+    assert!(d.path("dir/empty_sub").is_dir(), "fsynced mkdir lost by kill -9");
+    assert_file(&d.path("doc"), b"version 2");
+    assert!(!d.path("doc.tmp").exists(), "fsynced rename lost by kill -9: doc.tmp is back");
+    if d.path("unsynced").exists() {
+        let got = fs::read(d.path("unsynced")).expect("a file that survived kill -9 must be readable");
+        assert!(got.len() <= 2 * MIB, "unsynced file grew to {} bytes", got.len());
+    }
+    // The drive is writable again.
+    write_synced(&d.path("after"), &test_data(301, 70_000));
+    assert_file(&d.path("after"), &test_data(301, 70_000));
+    d.unmount();
+}
+
+#[test]
+fn kill9_during_unsynced_writes_leaves_a_consistent_drive() {
+    let mut d = Drive::new();
+    d.mount();
+    let safe = test_data(400, 3 * MIB);
+    write_synced(&d.path("safe"), &safe);
+    let stream = d.path("stream");
+    let mut writer = Command::new("dd")
+        .args(["if=/dev/urandom", &format!("of={}", s(&stream)), "bs=1M", "count=512", "status=none"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dd");
+    wait_for("dd to write 16 MiB into the mount", COMMAND_TIMEOUT, || {
+        fs::metadata(&stream).map(|m| m.len() >= 16 * MIB as u64).unwrap_or(false)
+    });
+    d.kill9();
+    let (done_tx, done_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = done_tx.send(writer.wait());
+    });
+    let _exit = done_rx.recv_timeout(WAIT_TIMEOUT).expect("dd never exited after the daemon was killed under it");
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after kill -9 mid-write:\n{}", d.last_command());
+    d.mount();
+    assert_file(&d.path("safe"), &safe);
+    if stream.exists() {
+        fs::read(&stream).expect("a partly written file that survived kill -9 must be readable");
+    }
+    write_synced(&d.path("after"), &test_data(401, MIB));
+    assert_file(&d.path("after"), &test_data(401, MIB));
+    d.unmount();
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after a clean umount:\n{}", d.last_command());
+}
+
+#[test]
+fn fsck_refused_while_mounted() {
+    let mut d = Drive::new();
+    d.mount();
+    fs::write(d.path("f"), b"still here").unwrap();
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(2), "fsck on a mounted home must refuse with exit 2:\n{}", d.last_command());
+    assert!(is_mounted(&d.mnt), "a refused fsck must leave the mount alone");
+    assert_file(&d.path("f"), b"still here");
+    d.unmount();
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after umount:\n{}", d.last_command());
+}
+
+#[test]
+fn second_mount_of_a_home_is_refused() {
+    let mut d = Drive::new();
+    d.mount();
+    fs::write(d.path("f"), b"first mount").unwrap();
+    let second_mnt = d.home.join("mnt2");
+    let second = d.try_mount_at(&second_mnt);
+    let message = d.last_command().to_owned();
+    assert_eq!(second.status.code(), Some(2), "a second mount of the same home must exit 2:\n{message}");
+    assert!(!second.stderr.is_empty(), "a refused mount must say why on stderr:\n{message}");
+    assert!(!is_mounted(&second_mnt), "the refused mount left {} mounted", second_mnt.display());
+    assert!(!d.pid().is_some_and(process_gone), "the refusal must not stop the running daemon");
+    assert_file(&d.path("f"), b"first mount");
+    fs::write(d.path("g"), b"still writable").unwrap();
+    d.unmount();
+    d.mount();
+    assert_file(&d.path("g"), b"still writable");
+    d.unmount();
+}
+
+#[test]
+fn umount_and_remount_keep_everything() {
+    let src = tempfile::tempdir().unwrap();
+    let tree = src.path().join("tree");
+    make_tree(&tree, true);
+    let mut d = Drive::new();
+    d.mount();
+    run("cp", &["-a", s(&tree), s(&d.path("tree"))], None);
+    run("setfattr", &["-n", "user.kept", "-v", "across-remount", s(&d.path("tree/one"))], None);
+    let full = Compare { mtimes: true, nlink: true };
+    compare_trees(&tree, &d.path("tree"), full);
+    let inode = fs::symlink_metadata(d.path("tree/page_plus")).unwrap().ino();
+    for cycle in 0..2 {
+        d.unmount();
+        let fsck = d.pactfs(&["fsck"]);
+        assert_eq!(fsck.status.code(), Some(0), "fsck after umount (cycle {cycle}):\n{}", d.last_command());
+        d.mount();
+        compare_trees(&tree, &d.path("tree"), full);
+        let xattr = run("getfattr", &["-n", "user.kept", "--only-values", s(&d.path("tree/one"))], None);
+        assert_eq!(xattr.stdout, b"across-remount", "xattr after remount (cycle {cycle})");
+        let (a, b) = (fs::symlink_metadata(d.path("tree/page_plus")).unwrap(), fs::symlink_metadata(d.path("tree/a/hard")).unwrap());
+        assert_eq!((a.ino(), b.ino(), a.nlink()), (inode, inode, 2), "hard link and inode number after remount");
+    }
+    d.unmount();
+}
+
+#[test]
+fn identical_content_is_stored_once() {
+    let mut d = Drive::new();
+    d.mount();
+    let data = test_data(500, 8 * MIB);
+    write_synced(&d.path("first"), &data);
+    let (chunks_before, saved_before) = (d.stat("chunks"), d.stat("dedup_saved_bytes"));
+    assert!(chunks_before >= 2, "8 MiB is more than one chunk at chunk_max 4 MiB, yet stats shows {chunks_before} chunks");
+    fs::create_dir(d.path("elsewhere")).unwrap();
+    write_synced(&d.path("elsewhere/second"), &data);
+    let stats = d.stats();
+    let field = |name: &str| stats[name].as_u64().unwrap_or_else(|| panic!("stats --json has no integer `{name}`: {stats}"));
+    assert_eq!(field("chunks"), chunks_before, "a second copy of the same bytes must add no chunk: {stats}");
+    assert!(field("dedup_saved_bytes") >= saved_before + 8 * MIB as u64, "dedup_saved_bytes grew by less than 8 MiB: {stats}");
+    assert_file(&d.path("first"), &data);
+    assert_file(&d.path("elsewhere/second"), &data);
+    d.unmount();
+}
+
+#[test]
+fn one_byte_write_rewrites_a_handful_of_chunks() {
+    const SIZE: u64 = 256 * MIB as u64;
+    const SEED: u64 = 600;
+    let mut d = Drive::new();
+    d.mount();
+    let path = d.path("huge");
+    let file = OpenOptions::new().create_new(true).read(true).write(true).open(&path).unwrap();
+    let mut buf = vec![0; 4 * MIB];
+    let mut writer = &file;
+    for offset in (0..SIZE).step_by(buf.len()) {
+        fill(SEED, offset, &mut buf);
+        writer.write_all(&buf).unwrap_or_else(|e| panic!("write at {offset}: {e}"));
+    }
+    file.sync_all().unwrap();
+    let written_before = d.stat("chunks_written");
+    let middle = SIZE / 2 + 12_345;
+    let mut old = [0];
+    fill(SEED, middle, &mut old);
+    let new = [!old[0]];
+    file.write_all_at(&new, middle).unwrap();
+    file.sync_all().unwrap();
+    let written_after = d.stat("chunks_written");
+    let rewritten = written_after - written_before;
+    assert!((1..=8).contains(&rewritten), "a 1-byte write in a 256 MiB file wrote {rewritten} chunks (want 1..=8)");
+    drop(file);
+
+    // Read the whole file back in pieces: the changed byte, its neighbours, everything else.
+    let reader = File::open(&path).unwrap();
+    assert_eq!(reader.metadata().unwrap().len(), SIZE);
+    let (mut got, mut want) = (vec![0; 4 * MIB], vec![0; 4 * MIB]);
+    for offset in (0..SIZE).step_by(got.len()) {
+        reader.read_exact_at(&mut got, offset).unwrap_or_else(|e| panic!("read at {offset}: {e}"));
+        fill(SEED, offset, &mut want);
+        if (offset..offset + want.len() as u64).contains(&middle) {
+            let at = (middle - offset) as usize;
+            want[at] = new[0];
+            assert_eq!(got[at - 3..=at + 3], want[at - 3..=at + 3], "the written byte and its neighbours");
+        }
+        assert_bytes_eq(&format!("huge at offset {offset}"), &got, &want);
+    }
+    drop(reader);
+    d.unmount();
+}
