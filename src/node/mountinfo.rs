@@ -13,7 +13,7 @@ pub fn find_pactfs_mount(mountpoint: &Path) -> Option<PathBuf> {
         let mut rest = right.split(' ');
         let fstype = rest.next()?;
         let source = unescape(rest.next()?);
-        if fstype != "fuse.pactfs" || Path::new(&point) != want {
+        if !fstype.starts_with("fuse") || Path::new(&point) != want {
             return None;
         }
         source.strip_prefix("pactfs:").map(PathBuf::from)

@@ -361,6 +361,7 @@ fn reads_past_eof_return_nothing() {
     assert_eq!(file.read_at(&mut buf, 1 << 30).unwrap(), 0, "read far past EOF");
     assert_eq!(file.read_at(&mut buf, 4990).unwrap(), 10, "a read across EOF is short");
     assert_eq!(&buf[..10], &data[4990..]);
+    drop(file);
     d.unmount();
 }
 
