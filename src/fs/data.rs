@@ -16,7 +16,7 @@ use crate::store::Stamp;
 use std::sync::Arc;
 
 /// Dirty bytes one open file may hold before a commit cuts them.
-pub const FLUSH_BYTES: usize = 32 * 1024 * 1024;
+pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 /// Decrypted chunks kept per open file, so that many small reads of one
 /// chunk decrypt it once.
 const PLAIN_CACHE: usize = 4;

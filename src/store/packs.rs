@@ -111,15 +111,19 @@ impl Packs {
             what: "chunk".into(),
             detail: format!("body of {} bytes is too large", body.len()),
         })?;
-        let mut record = Vec::with_capacity(RECORD_HEADER as usize + body.len());
-        record.extend_from_slice(RECORD_MAGIC);
-        record.extend_from_slice(&len.to_be_bytes());
-        record.extend_from_slice(&id.0);
-        record.extend_from_slice(body);
+        let mut header = [0u8; RECORD_HEADER as usize];
+        header[..4].copy_from_slice(RECORD_MAGIC);
+        header[4..8].copy_from_slice(&len.to_be_bytes());
+        header[8..].copy_from_slice(&id.0);
         let no = cur.no;
-        cur.file.write_all(&record).map_err(|e| StoreError::io(&Self::path_of(&self.dir, no), e))?;
+        // Two writes rather than one copy of the body: the file is opened
+        // for append and this lock is the only writer.
+        cur.file
+            .write_all(&header)
+            .and_then(|()| cur.file.write_all(body))
+            .map_err(|e| StoreError::io(&Self::path_of(&self.dir, no), e))?;
         let offset = cur.len + RECORD_HEADER;
-        cur.len += record.len() as u64;
+        cur.len += RECORD_HEADER + body.len() as u64;
         if !cur.unsynced.contains(&no) {
             cur.unsynced.push(no);
         }
