@@ -283,6 +283,7 @@ fn fsck(home: &Home, repair: bool, json: bool) -> Result<i32> {
             ("Entries", report.dirents.to_string()),
             ("Chunks", report.chunks.to_string()),
             ("Chunks verified", report.chunks_verified.to_string()),
+            ("Orphans", report.orphans.to_string()),
             ("Problems", report.findings.len().to_string()),
             ("Unrepaired", if repair { report.unrepaired() } else { report.findings.len() }.to_string()),
         ])?;

@@ -187,3 +187,26 @@ fn xattrs_follow_create_and_replace_flags() {
     d.removexattr(f.ino, b"user.k").unwrap();
     assert!(matches!(d.getxattr(f.ino, b"user.k"), Err(FsError::NoAttr)));
 }
+
+#[test]
+fn fsck_counts_crash_orphans_as_clean_and_repair_reclaims_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let d = drive_with(dir.path(), small_sizes());
+        let (_, fh) = d.create(ME, ROOT_INO, b"tmp", 0o600).unwrap();
+        d.write(fh, 0, &data(10_000, 3)).unwrap();
+        d.flush(fh).unwrap();
+        d.unlink(ROOT_INO, b"tmp").unwrap();
+        // The node dies here: no release ever comes.
+    }
+    let store = Store::open(dir.path(), 0, 0).unwrap();
+    let report = store.fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+    assert_eq!(report.orphans, 1);
+    let repaired = store.fsck(true).unwrap();
+    assert!(repaired.clean(), "{:?}", repaired.findings);
+    assert_eq!(repaired.orphans, 1);
+    assert_eq!(store.fsck(false).unwrap().orphans, 0);
+    assert_eq!(store.used_bytes(), 0);
+    assert_eq!(store.stats().unwrap().chunks, 0);
+}

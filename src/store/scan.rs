@@ -46,6 +46,9 @@ pub struct FsckReport {
     pub dirents: u64,
     pub chunks: u64,
     pub chunks_verified: u64,
+    /// Files unlinked while open when the node stopped (not damage;
+    /// reclaimed by `--repair` and by the node at start).
+    pub orphans: u64,
     pub findings: Vec<Finding>,
 }
 
@@ -126,7 +129,7 @@ impl Store {
             let pr = records::decode_pack(&v).map_err(|e| StoreError::corrupt("pack record", e))?;
             // Half dead is the point where copying the rest costs no more
             // than the space it returns.
-            if no != current && pr.live * 2 <= pr.total {
+            if no != current && no != super::INLINE_PACK && pr.live * 2 <= pr.total {
                 victims.push(no);
             }
         }
@@ -183,6 +186,11 @@ impl Store {
     /// link counts, reference counts, and every chunk body against its id.
     /// With `repair`, mends what it can in one batch per kind of finding.
     pub fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {
-        super::fsck::run(self, repair)
+        // Orphans are released the way the node does at start, so that
+        // their chunks do not show up as damage.
+        let swept = if repair { self.sweep_orphans()? } else { 0 };
+        let mut report = super::fsck::run(self, repair)?;
+        report.orphans += swept;
+        Ok(report)
     }
 }

@@ -2,7 +2,7 @@
 //! reference-count and pack-space bookkeeping that goes with it.
 
 use super::records::{self, ChunkRecord, Dirent, Inode, PackRecord, Placement};
-use super::{META_NEXT_INO, Store, StoreError, WriterGuard};
+use super::{INLINE_MAX, INLINE_PACK, META_NEXT_INO, Store, StoreError, WriterGuard};
 use crate::chunk::{ChunkId, ManifestEntry};
 use rocksdb::WriteBatch;
 use std::collections::HashMap;
@@ -84,7 +84,12 @@ impl<'a> Txn<'a> {
     /// store already holds it (dedup).
     pub fn add_chunk(&mut self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
         if !self.appended.contains_key(id) && self.store.chunk(id)?.is_none() {
-            let (pack, offset) = self.store.packs().append(id, sealed)?;
+            let (pack, offset) = if sealed.len() <= INLINE_MAX {
+                self.batch.put_cf(self.store.cf("bodies"), id.0, sealed);
+                (INLINE_PACK, 0)
+            } else {
+                self.store.packs().append(id, sealed)?
+            };
             let len = sealed.len() as u32;
             let rec = ChunkRecord { refs: 0, pack, offset, len, placement: Placement::new_pending() };
             self.appended.insert(*id, rec);
@@ -104,6 +109,8 @@ impl<'a> Txn<'a> {
         let store = self.store;
         let mut pack_deltas: HashMap<u32, (i64, i64)> = HashMap::new();
         let mut used_delta: i64 = 0;
+        // Inline bodies are accounted as pseudo-pack INLINE_PACK, which
+        // compaction never touches.
         for rec in self.appended.values() {
             pack_deltas.entry(rec.pack).or_default().0 += i64::from(rec.len);
         }
@@ -126,10 +133,17 @@ impl<'a> Txn<'a> {
             let refs = rec.refs as i64 + delta;
             let len = i64::from(rec.len);
             if refs <= 0 {
-                if !is_new {
+                if is_new && rec.pack == INLINE_PACK {
+                    // Added and released in this batch: drop the inline body.
+                    self.batch.delete_cf(store.cf("bodies"), id.0);
+                } else if !is_new {
                     self.batch.delete_cf(store.cf("chunks"), id.0);
-                    self.batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
                     self.batch.delete_cf(store.cf("pending"), id.0);
+                    if rec.pack == INLINE_PACK {
+                        self.batch.delete_cf(store.cf("bodies"), id.0);
+                    } else {
+                        self.batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
+                    }
                     pack_deltas.entry(rec.pack).or_default().1 -= len;
                     used_delta -= len;
                 }
@@ -138,9 +152,11 @@ impl<'a> Txn<'a> {
             rec.refs = refs as u64;
             self.batch.put_cf(store.cf("chunks"), id.0, records::encode(&rec));
             if is_new {
-                self.batch.put_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset), id.0);
-                self.batch.put_cf(store.cf("pending"), id.0, b"");
+                if rec.pack != INLINE_PACK {
+                    self.batch.put_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset), id.0);
+                }
                 pack_deltas.entry(rec.pack).or_default().1 += len;
+                self.batch.put_cf(store.cf("pending"), id.0, b"");
                 used_delta += len;
             }
         }
