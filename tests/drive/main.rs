@@ -1,6 +1,7 @@
 //! Integration tests of the drive: real `pactfs` processes, real FUSE mounts,
 //! real external tools. One binary made of modules, to cut link time.
 
+mod cli;
 mod common;
 mod durability;
 mod posix;

@@ -1,0 +1,78 @@
+//! The command line itself: init, config check/show, the foreground node.
+
+use crate::common::*;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+
+#[test]
+fn init_writes_owner_only_keys_and_refuses_to_overwrite() {
+    let mut d = Drive::new();
+    for key in ["identity.key", "user.secret"] {
+        let meta = fs::metadata(d.home.join(key)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key} must be owner-only");
+        assert_eq!(meta.len(), 32, "{key} holds 32 bytes");
+    }
+    let before = fs::read(d.home.join("user.secret")).unwrap();
+    let again = d.pactfs(&["init"]);
+    assert_eq!(again.status.code(), Some(2), "a second init must fail:\n{}", d.last_command());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"), "{}", d.last_command());
+    assert_eq!(fs::read(d.home.join("user.secret")).unwrap(), before, "the secret must be untouched");
+}
+
+#[test]
+fn config_check_names_file_line_and_key() {
+    let mut d = Drive::new();
+    d.pactfs_ok(&["config", "check"]);
+    let bad = d.home.join("bad.toml");
+    fs::write(&bad, "[storage]\nreplication = 3\nchunk_min = \"lots\"\n").unwrap();
+    let out = d.pactfs(&["config", "check", s(&bad)]);
+    assert_eq!(out.status.code(), Some(2), "{}", d.last_command());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", bad.display())), "no file:line in: {err}");
+    assert!(err.contains("storage.chunk_min"), "no key in: {err}");
+    fs::write(&bad, "[storage]\nreplicaton = 3\n").unwrap();
+    let out = d.pactfs(&["config", "check", s(&bad)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2:") && err.contains("replicaton"), "unknown key not named: {err}");
+    // A bad home config stops a mount before anything is mounted.
+    fs::write(&d.config, "[network]\nmode = \"mesh\"\n").unwrap();
+    let out = d.try_mount_at(&d.mnt.clone());
+    assert_eq!(out.status.code(), Some(2), "{}", d.last_command());
+    assert!(!is_mounted(&d.mnt), "a refused config must not mount");
+}
+
+#[test]
+fn config_show_prints_the_effective_config() {
+    let mut d = Drive::new();
+    d.set_config("storage", "capacity", "\"10GiB\"");
+    let toml = stdout_of(&d.pactfs_ok(&["config", "show"]));
+    assert!(toml.contains("capacity = \"10GiB\""), "{toml}");
+    assert!(toml.contains("[network]") && toml.contains("mode = \"hybrid\""), "{toml}");
+    let json: serde_json::Value = serde_json::from_str(&stdout_of(&d.pactfs_ok(&["config", "show", "--json"]))).unwrap();
+    assert_eq!(json["storage"]["replication"], 3);
+}
+
+#[test]
+fn foreground_node_unmounts_and_flushes_on_sigterm() {
+    let d = Drive::new();
+    let mut child = Command::new(PACTFS)
+        .args(["--home", s(&d.home), "mount", "--foreground", s(&d.mnt)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the foreground mount to appear", WAIT_TIMEOUT, || is_mounted(&d.mnt));
+    let data = test_data(77, 3 * MIB + 5);
+    // Written without fsync: the clean stop must flush it.
+    fs::write(d.path("kept"), &data).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the node must exit cleanly on SIGTERM: {status}");
+    assert!(!is_mounted(&d.mnt), "SIGTERM must unmount");
+    let mut d = d;
+    d.mount();
+    assert_file(&d.path("kept"), &data);
+    d.unmount();
+}
