@@ -17,9 +17,6 @@ use std::sync::Arc;
 
 /// Dirty bytes one open file may hold before a commit cuts them.
 pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
-/// Decrypted chunks kept per open file, so that many small reads of one
-/// chunk decrypt it once.
-const PLAIN_CACHE: usize = 4;
 
 /// The open state of one inode.
 pub struct FileState {
@@ -35,7 +32,6 @@ pub struct FileState {
     meta_dirty: bool,
     pub mtime: Option<Stamp>,
     pub ctime: Option<Stamp>,
-    cache: Vec<(ChunkId, Arc<Vec<u8>>)>,
     /// Handles open on this inode; the state goes when it reaches zero.
     pub opens: u32,
 }
@@ -52,7 +48,6 @@ impl FileState {
             meta_dirty: false,
             mtime: None,
             ctime: None,
-            cache: Vec::new(),
             opens: 0,
         })
     }
@@ -69,13 +64,27 @@ impl FileState {
         &self.released
     }
 
-    /// Reads up to `len` bytes at `off`.
-    pub fn read(&mut self, drive: &Drive, off: u64, len: u32) -> Result<Vec<u8>, FsError> {
+    /// Reads up to `len` bytes at `off`. A read inside one chunk with no
+    /// dirty bytes over it shares the cached plaintext instead of copying.
+    pub fn read(&self, drive: &Drive, off: u64, len: u32) -> Result<ReadOut, FsError> {
         if off >= self.size {
-            return Ok(Vec::new());
+            return Ok(ReadOut::Owned(Vec::new()));
         }
         let end = self.size.min(off + u64::from(len));
-        self.materialize(drive, off, end)
+        let i = self.manifest.partition_point(|e| e.end() <= off);
+        if let Some(e) = self.manifest.get(i).copied() {
+            // Sequential readers soon want the next chunks: load them on
+            // the other core while this one is served.
+            if end > e.offset + u64::from(e.len) / 2 {
+                drive.prefetch(&self.manifest[i + 1..self.manifest.len().min(i + 3)]);
+            }
+            if e.offset <= off && end <= e.end() && !self.overlay.overlaps(off, end) {
+                let plain = drive.plaintext(&e)?;
+                let range = (off - e.offset) as usize..(end - e.offset) as usize;
+                return Ok(ReadOut::Shared(plain, range));
+            }
+        }
+        Ok(ReadOut::Owned(self.materialize(drive, off, end)?))
     }
 
     /// Records a write and commits when the overlay has grown large.
@@ -110,7 +119,7 @@ impl FileState {
                 } else if e.offset < size {
                     // Keep the surviving head as dirty bytes, under any newer
                     // dirty bytes already there.
-                    let plain = self.plaintext(drive, &e)?;
+                    let plain = drive.plaintext(&e)?;
                     let mut head = plain[..(size - e.offset) as usize].to_vec();
                     self.overlay.read_into(e.offset, &mut head);
                     self.overlay.insert(e.offset, &head);
@@ -141,7 +150,6 @@ impl FileState {
         let old_manifest = self.manifest.clone();
         let old_released = self.released.clone();
         let mut sealed_all: Vec<(ManifestEntry, Vec<u8>)> = Vec::new();
-        let mut plain_all: Vec<Vec<u8>> = Vec::new();
         let mut committed: Vec<(u64, u64)> = Vec::new();
         let mut covered_to = 0u64;
         let mut cut_all = || -> Result<(), FsError> {
@@ -150,19 +158,17 @@ impl FileState {
                 if ds >= de {
                     continue;
                 }
-                let (start, end, chunks) = self.recut(drive, ds, de, final_cut, covered_to)?;
+                let (start, end, sealed) = self.recut(drive, ds, de, final_cut, covered_to)?;
                 covered_to = end;
                 if start == end {
                     continue;
                 }
-                let sealed = drive.seal_all(&chunks);
                 let i = self.manifest.partition_point(|e| e.end() <= start);
                 let j = self.manifest.partition_point(|e| e.offset < end);
                 let removed: Vec<ManifestEntry> =
                     self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
                 self.released.extend(removed.iter().map(|e| e.id));
                 sealed_all.extend(sealed);
-                plain_all.extend(chunks.into_iter().map(|(_, p)| p));
                 committed.push((start, end));
             }
             Ok(())
@@ -184,9 +190,6 @@ impl FileState {
         for (start, end) in committed {
             self.overlay.remove_range(start, end);
         }
-        for ((entry, _), plain) in sealed_all.into_iter().zip(plain_all) {
-            self.remember(entry.id, Arc::new(plain));
-        }
         self.db_size = new_db_size;
         self.meta_dirty = false;
         if self.overlay.is_empty() {
@@ -201,47 +204,63 @@ impl FileState {
         self.overlay.clusters(0).iter().all(|(s, e)| committed.iter().any(|(a, b)| a <= s && e <= b))
     }
 
-    /// Cuts the span around dirty range `[ds, de)`. Returns the replaced
-    /// span `[start, end)` and the plaintext chunks that now cover it.
+    /// Cuts and seals the span around dirty range `[ds, de)`. Returns the
+    /// replaced span `[start, end)` and the sealed chunks that now cover it.
     fn recut(
-        &mut self,
+        &self,
         drive: &Drive,
         ds: u64,
         de: u64,
         final_cut: bool,
         floor: u64,
-    ) -> Result<(u64, u64, Vec<(u64, Vec<u8>)>), FsError> {
+    ) -> Result<(u64, u64, Vec<(ManifestEntry, Vec<u8>)>), FsError> {
         let max = u64::from(drive.chunker.sizes().max);
         // Never re-cut chunks this commit has just made (not stored yet).
         let start = self.recut_start(ds).max(floor);
-        let mut chunks = Vec::new();
+        let mut sealed = Vec::new();
         let mut pos = start;
         loop {
             let window_end = self.size.min(de.max(pos) + 2 * max);
             if pos >= window_end {
-                return Ok((start, pos, chunks));
+                return Ok((start, pos, sealed));
             }
-            let window = self.materialize(drive, pos, window_end)?;
+            // A streaming writer's bytes are all dirty and contiguous: cut
+            // them where they lie instead of copying them into a window.
+            let owned;
+            let window: &[u8] = match self.overlay.contiguous(pos, window_end) {
+                Some(w) if !self.has_old_bytes(pos, window_end) => w,
+                _ => {
+                    owned = self.materialize(drive, pos, window_end)?;
+                    &owned
+                }
+            };
+            let mut cuts: Vec<(u64, usize, usize)> = Vec::new();
             let mut a = pos;
+            let mut done = None;
             let mut rewindow = false;
-            for len in drive.chunker.cut_lengths(&window) {
+            for len in drive.chunker.cut_lengths(window) {
                 let b = a + len as u64;
                 if b == window_end && window_end < self.size {
                     rewindow = true;
                     break;
                 }
                 if b == self.size && !final_cut && !self.has_old_bytes(a, b) {
-                    return Ok((start, a, chunks));
+                    done = Some(a);
+                    break;
                 }
-                let from = (a - pos) as usize;
-                chunks.push((a, window[from..from + len].to_vec()));
+                cuts.push((a, (a - pos) as usize, len));
                 a = b;
                 if b >= de && !self.straddles(b) {
-                    return Ok((start, b, chunks));
+                    done = Some(b);
+                    break;
                 }
             }
+            sealed.extend(drive.seal_slices(window, &cuts));
+            if let Some(end) = done {
+                return Ok((start, end, sealed));
+            }
             if !rewindow && a >= window_end {
-                return Ok((start, a, chunks));
+                return Ok((start, a, sealed));
             }
             pos = a;
         }
@@ -276,7 +295,7 @@ impl FileState {
 
     /// The file's bytes in `[off, end)`: old chunks, then dirty bytes on
     /// top; holes read as zeros.
-    fn materialize(&mut self, drive: &Drive, off: u64, end: u64) -> Result<Vec<u8>, FsError> {
+    fn materialize(&self, drive: &Drive, off: u64, end: u64) -> Result<Vec<u8>, FsError> {
         let mut buf = vec![0u8; (end - off) as usize];
         let i = self.manifest.partition_point(|e| e.end() <= off);
         let j = self.manifest.partition_point(|e| e.offset < end);
@@ -285,7 +304,7 @@ impl FileState {
             if e.len == 0 {
                 continue;
             }
-            let plain = self.plaintext(drive, &e)?;
+            let plain = drive.plaintext(&e)?;
             let a = e.offset.max(off);
             let b = e.end().min(end);
             buf[(a - off) as usize..(b - off) as usize]
@@ -294,24 +313,19 @@ impl FileState {
         self.overlay.read_into(off, &mut buf);
         Ok(buf)
     }
+}
 
-    fn plaintext(&mut self, drive: &Drive, e: &ManifestEntry) -> Result<Arc<Vec<u8>>, FsError> {
-        if let Some(pos) = self.cache.iter().position(|(id, _)| *id == e.id) {
-            let hit = self.cache.remove(pos);
-            let plain = hit.1.clone();
-            self.cache.push(hit);
-            return Ok(plain);
-        }
-        let plain = Arc::new(drive.read_chunk(e)?);
-        self.remember(e.id, plain.clone());
-        Ok(plain)
-    }
+/// What a read returns: bytes of its own, or a range of a cached chunk.
+pub enum ReadOut {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>, std::ops::Range<usize>),
+}
 
-    fn remember(&mut self, id: ChunkId, plain: Arc<Vec<u8>>) {
-        self.cache.retain(|(c, _)| *c != id);
-        if self.cache.len() >= PLAIN_CACHE {
-            self.cache.remove(0);
+impl ReadOut {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReadOut::Owned(v) => v,
+            ReadOut::Shared(p, r) => &p[r.clone()],
         }
-        self.cache.push((id, plain));
     }
 }

@@ -238,7 +238,7 @@ impl Filesystem for PactFs {
         reply: ReplyData,
     ) {
         match self.drive.read(fh.0, offset, size) {
-            Ok(bytes) => reply.data(&bytes),
+            Ok(bytes) => reply.data(bytes.as_slice()),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -9,12 +9,13 @@
 //! the store's writer lock. Nothing here talks to the network: chunks come
 //! from the store (later through the market agent's handle).
 
+mod cache;
 mod data;
 pub mod fuse;
 mod namespace;
 mod overlay;
 
-pub use data::FLUSH_BYTES;
+pub use data::{FLUSH_BYTES, ReadOut};
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::store::{Inode, Kind, Store, StoreError};
@@ -22,6 +23,15 @@ use data::FileState;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Reads, verifies and decrypts one chunk from the store.
+fn load_chunk(store: &Store, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
+    let body = store.chunk_body(&e.id)?;
+    chunk::open(&e.id, &e.key, body).map_err(|err| {
+        tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
+        FsError::Chunk(err)
+    })
+}
 
 /// Largest file the drive accepts (the kernel's own limit for FUSE files).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -130,6 +140,7 @@ pub struct Drive {
     pub(crate) secret: UserSecret,
     pub(crate) chunker: Chunker,
     capacity: u64,
+    cache: Arc<cache::PlainCache>,
     open_files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -148,6 +159,7 @@ impl Drive {
             secret,
             chunker: Chunker::new(sizes),
             capacity,
+            cache: Arc::new(cache::PlainCache::default()),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -233,9 +245,9 @@ impl Drive {
         Ok(self.new_handle(Handle::File { ino }))
     }
 
-    pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<Vec<u8>, FsError> {
+    pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<ReadOut, FsError> {
         let state = self.file_of(fh)?;
-        let mut st = lock(&state);
+        let st = lock(&state);
         st.read(self, off, len)
     }
 
@@ -308,27 +320,49 @@ impl Drive {
         Ok(())
     }
 
-    /// Reads, verifies and decrypts one chunk of a file.
-    fn read_chunk(&self, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
-        let body = self.store.chunk_body(&e.id)?;
-        chunk::open(&e.id, &e.key, body).map_err(|err| {
-            tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
-            FsError::Chunk(err)
-        })
+    /// The plaintext of one chunk of a file: cached, or read, verified and
+    /// decrypted.
+    fn plaintext(&self, e: &ManifestEntry) -> Result<Arc<Vec<u8>>, FsError> {
+        if let Some(plain) = self.cache.get(&e.id) {
+            return Ok(plain);
+        }
+        let plain = Arc::new(load_chunk(&self.store, e)?);
+        self.cache.insert(e.id, plain.clone());
+        Ok(plain)
     }
 
-    /// Seals plaintext chunks, on two threads when there is enough work.
-    fn seal_all(&self, chunks: &[(u64, Vec<u8>)]) -> Vec<(ManifestEntry, Vec<u8>)> {
-        let seal_one = |(off, plain): &(u64, Vec<u8>)| {
-            let (key, id, sealed) = chunk::seal(&self.secret, plain);
-            (ManifestEntry { offset: *off, len: plain.len() as u32, id, key }, sealed)
-        };
-        let total: usize = chunks.iter().map(|(_, p)| p.len()).sum();
-        if chunks.len() < 2 || total < 2 * 1024 * 1024 {
-            return chunks.iter().map(seal_one).collect();
+    /// Loads chunks into the cache in the background (best effort: a
+    /// failure here surfaces when the reader gets to the chunk).
+    fn prefetch(&self, entries: &[ManifestEntry]) {
+        for e in entries {
+            if !self.cache.begin_prefetch(&e.id) {
+                continue;
+            }
+            let (store, cache, e) = (self.store.clone(), self.cache.clone(), *e);
+            let spawned = std::thread::Builder::new().name("prefetch".into()).spawn(move || {
+                if let Ok(plain) = load_chunk(&store, &e) {
+                    cache.insert(e.id, Arc::new(plain));
+                }
+                cache.end_prefetch(&e.id);
+            });
+            if spawned.is_err() {
+                self.cache.end_prefetch(&e.id);
+            }
         }
-        let mid = chunks.len() / 2;
-        let (a, b) = chunks.split_at(mid);
+    }
+
+    /// Seals the chunks `cuts` (file offset, start in `window`, length) of
+    /// `window`, on two threads when there is enough work.
+    fn seal_slices(&self, window: &[u8], cuts: &[(u64, usize, usize)]) -> Vec<(ManifestEntry, Vec<u8>)> {
+        let seal_one = |&(off, at, len): &(u64, usize, usize)| {
+            let (key, id, sealed) = chunk::seal(&self.secret, &window[at..at + len]);
+            (ManifestEntry { offset: off, len: len as u32, id, key }, sealed)
+        };
+        let total: usize = cuts.iter().map(|c| c.2).sum();
+        if cuts.len() < 2 || total < 2 * 1024 * 1024 {
+            return cuts.iter().map(seal_one).collect();
+        }
+        let (a, b) = cuts.split_at(cuts.len() / 2);
         std::thread::scope(|s| {
             let second = s.spawn(|| b.iter().map(seal_one).collect::<Vec<_>>());
             let mut out: Vec<_> = a.iter().map(seal_one).collect();

@@ -79,6 +79,19 @@ impl Overlay {
         }
     }
 
+    /// True when any dirty byte falls in `[off, end)`.
+    pub fn overlaps(&self, off: u64, end: u64) -> bool {
+        let first = self.ranges.range(..=off).next_back().map_or(off, |(s, _)| *s);
+        self.ranges.range(first..end).any(|(s, v)| s + v.len() as u64 > off)
+    }
+
+    /// The dirty bytes of `[off, end)` when one range holds all of them.
+    pub fn contiguous(&self, off: u64, end: u64) -> Option<&[u8]> {
+        let (s, v) = self.ranges.range(..=off).next_back()?;
+        let e = s + v.len() as u64;
+        (end <= e).then(|| &v[(off - s) as usize..(end - s) as usize])
+    }
+
     /// Forgets the dirty bytes in `[start, end)`.
     pub fn remove_range(&mut self, start: u64, end: u64) {
         if start >= end {
@@ -151,6 +164,9 @@ mod tests {
         assert_eq!(read(&o, 0, 16), b"xqqqqqqqqqqqqdef");
         assert_eq!(o.bytes(), 16);
         assert_eq!(o.clusters(0), vec![(0, 16)]);
+        assert_eq!(o.contiguous(2, 5), Some(&b"qqq"[..]));
+        assert_eq!(o.contiguous(10, 17), None);
+        assert!(o.overlaps(15, 20) && !o.overlaps(16, 20));
     }
 
     #[test]
