@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for scripts/run, scripts/pjdfstest-compare and scripts/bench-fs.
 # Source it after scripts/setup; it defines functions only.
 #
@@ -52,7 +53,7 @@ pactfs_mount() {
 
 # pactfs_umount HOME MNT: clean unmount, then the fallbacks; never fails.
 pactfs_umount() {
-    local home="$1" mnt="$2" pid="${3:-${PACTFS_PID:-}}" i
+    local home="$1" mnt="$2" pid="${3:-${PACTFS_PID:-}}"
     if is_mounted "$mnt"; then
         if ! timeout 120 "$PACTFS" --home "$home" umount "$mnt" </dev/null >/dev/null; then
             log "pactfs umount $mnt failed; forcing (fusermount3 -uz / umount -l)"
@@ -61,7 +62,7 @@ pactfs_umount() {
     fi
     # The daemon we started should exit after the unmount; give it a moment.
     if [ -n "$pid" ]; then
-        for i in $(seq 1 100); do
+        for _ in $(seq 1 100); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done

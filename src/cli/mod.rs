@@ -100,7 +100,8 @@ fn init_logging(verbose: u8, daemon: bool) {
     let base = if daemon { 1 } else { 0 };
     let level = levels[(base + verbose as usize).min(levels.len() - 1)];
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pactfs={level},warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 fn home_of(cli_home: &Option<PathBuf>) -> Result<Home> {
@@ -226,11 +227,14 @@ fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
     let pid = ping.get("pid").and_then(|p| p.as_u64()).unwrap_or(0) as i32;
     control::call(&socket, &control::Request::Shutdown, Some(Duration::from_secs(30)))?;
     let started = Instant::now();
-    while process_alive(pid) || node::is_mounted(&mnt) {
-        if started.elapsed() > Duration::from_secs(5) && started.elapsed().as_millis() % 5000 < 50 {
+    let mut warned = false;
+    let home_free = || HomeLock::acquire(&Home::single(&data_dir)).is_ok();
+    while process_alive(pid) || node::is_mounted(&mnt) || !home_free() {
+        if !warned && started.elapsed() > Duration::from_secs(5) {
             eprintln!("pactfs: waiting for the node (pid {pid}) to flush and exit...");
+            warned = true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     println!("Unmounted: {}", mnt.display());
     Ok(0)

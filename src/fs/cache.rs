@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// small next to the resident-memory budget of the mount.
 pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// Background chunk loads at once; more would only compete for the cores.
-pub const MAX_PREFETCH: usize = 2;
+pub const MAX_PREFETCH: usize = 4;
 
 #[derive(Default)]
 struct Inner {

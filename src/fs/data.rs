@@ -9,6 +9,7 @@
 //! hole, or the end of the file). FUSE writes never shift later bytes, so
 //! old cuts beyond the span keep their offsets.
 
+use super::cache;
 use super::overlay::Overlay;
 use super::{Drive, FsError};
 use crate::chunk::{ChunkId, ManifestEntry};
@@ -76,7 +77,7 @@ impl FileState {
             // Sequential readers soon want the next chunks: load them on
             // the other core while this one is served.
             if end > e.offset + u64::from(e.len) / 2 {
-                drive.prefetch(&self.manifest[i + 1..self.manifest.len().min(i + 3)]);
+                drive.prefetch(&self.manifest[i + 1..self.manifest.len().min(i + 1 + cache::MAX_PREFETCH)]);
             }
             if e.offset <= off && end <= e.end() && !self.overlay.overlaps(off, end) {
                 let plain = drive.plaintext(&e)?;

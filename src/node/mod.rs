@@ -88,7 +88,18 @@ pub fn load_config(home: &Home) -> Result<Config, NodeError> {
 pub fn open_store(home: &Home) -> Result<Store, NodeError> {
     // SAFETY: geteuid and getegid cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    Ok(Store::open(&home.data_dir, uid, gid)?)
+    // The home lock is ours, so a busy RocksDB lock can only belong to a
+    // previous node still in the last moments of its exit: wait for it.
+    let mut tries = 0;
+    loop {
+        match Store::open(&home.data_dir, uid, gid) {
+            Err(StoreError::Db(e)) if e.to_string().contains("lock") && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 fn chunk_sizes(cfg: &Config) -> ChunkSizes {
@@ -227,8 +238,11 @@ pub fn mount(
     let _ = std::fs::remove_file(home.control_socket());
     drop(drive);
     drop(store);
-    drop(lock);
     tracing::info!("stopped");
+    // The home lock goes with the process, not before: threads that still
+    // hold the store keep RocksDB's own lock until exit, and `pactfs umount`
+    // waits for this lock to know the home is free.
+    std::mem::forget(lock);
     result
 }
 
