@@ -21,3 +21,21 @@ pub mod config;
 pub mod fs;
 pub mod node;
 pub mod store;
+
+/// Deterministic test bytes shared by the unit tests.
+#[cfg(test)]
+mod test_data {
+    /// Bytes that differ per position and per seed (xorshift), so a
+    /// misplaced chunk shows.
+    pub fn data(n: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+}

@@ -4,6 +4,7 @@
 use super::namespace::SetAttr;
 use super::*;
 use crate::store::ROOT_INO;
+use crate::test_data::data;
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -14,19 +15,6 @@ fn drive_with(dir: &std::path::Path, sizes: ChunkSizes) -> Drive {
 
 fn small_sizes() -> ChunkSizes {
     ChunkSizes { min: 256, avg: 1024, max: 4096 }
-}
-
-/// Deterministic bytes that differ per position and seed.
-fn data(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn read_all(d: &Drive, fh: u64, size: u64) -> Vec<u8> {
