@@ -101,7 +101,15 @@ fn init_logging(verbose: u8, daemon: bool) {
     let level = levels[(base + verbose as usize).min(levels.len() - 1)];
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pactfs={level},warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    // A log that cannot be written (the daemon's log on a full disk) must
+    // not take the node down: tracing's own fallback would panic in
+    // eprintln! on the same broken stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .log_internal_errors(false)
+        .try_init();
 }
 
 fn home_of(cli_home: &Option<PathBuf>) -> Result<Home> {

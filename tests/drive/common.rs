@@ -51,7 +51,12 @@ pub struct Drive {
 impl Drive {
     /// A fresh home with `pactfs init` run in it.
     pub fn new() -> Drive {
-        let dir = tempfile::Builder::new().prefix("pactfs-test-").tempdir().expect("create temp home");
+        Drive::new_in(&std::env::temp_dir())
+    }
+
+    /// A fresh home under `parent` (a small file system, say).
+    pub fn new_in(parent: &Path) -> Drive {
+        let dir = tempfile::Builder::new().prefix("pactfs-test-").tempdir_in(parent).expect("create temp home");
         let home = dir.path().canonicalize().expect("canonicalize temp home");
         let mnt = home.join("mnt");
         fs::create_dir(&mnt).expect("create mount point");

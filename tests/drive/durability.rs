@@ -235,3 +235,59 @@ fn one_byte_write_rewrites_a_handful_of_chunks() {
     drop(reader);
     d.unmount();
 }
+
+/// A size-limited tmpfs, unmounted on drop (after the drive inside it).
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn new(size: &str) -> SmallDisk {
+        let dir = tempfile::Builder::new().prefix("pactfs-disk-").tempdir().unwrap();
+        run("mount", &["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", s(dir.path())], None);
+        SmallDisk { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        run("mount", &["-o", &format!("remount,size={size}"), s(self.dir.path())], None);
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn full_disk_fails_writes_cleanly_and_loses_nothing_synced() {
+    let disk = SmallDisk::new("48m");
+    let mut d = Drive::new_in(disk.dir.path());
+    d.mount();
+    let kept = test_data(500, 5 * MIB + 7);
+    write_synced(&d.path("kept"), &kept);
+    // Far more than the disk holds: the write must fail with ENOSPC, not
+    // take the node down.
+    let input = tempfile::NamedTempFile::new().unwrap();
+    fs::write(input.path(), test_data(501, 96 * MIB)).unwrap();
+    let out = output_of(Command::new("dd").args([
+        &format!("if={}", s(input.path())),
+        &format!("of={}", s(&d.path("too_big"))),
+        "bs=1M",
+        "conv=fsync",
+    ]));
+    assert!(!out.status.success(), "writing 96 MiB to a 48 MiB disk must fail");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(is_mounted(&d.mnt), "the node must survive a full disk");
+    assert_file(&d.path("kept"), &kept);
+    d.unmount();
+    // Space comes back: the drive mounts, is consistent, and kept its data.
+    disk.resize("512m");
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after a full disk:\n{}", d.last_command());
+    d.mount();
+    assert_file(&d.path("kept"), &kept);
+    write_synced(&d.path("after"), &test_data(502, MIB));
+    assert_file(&d.path("after"), &test_data(502, MIB));
+    d.unmount();
+}
