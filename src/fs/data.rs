@@ -11,13 +11,52 @@
 
 use super::cache;
 use super::overlay::Overlay;
-use super::{Drive, FsError};
+use super::{Drive, FsError, write_commit};
+use crate::store::Store;
 use crate::chunk::{ChunkId, ManifestEntry};
 use crate::store::Stamp;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Dirty bytes one open file may hold before a commit cuts them.
 pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
+
+/// Complete chunks of a streaming writer, handed to the background
+/// committer: bytes `[start, start + bytes.len())`, cut at `lens`.
+pub struct Job {
+    pub start: u64,
+    pub bytes: Vec<u8>,
+    pub lens: Vec<usize>,
+}
+
+impl Job {
+    pub fn end(&self) -> u64 {
+        self.start + self.bytes.len() as u64
+    }
+
+    /// (file offset, start in `bytes`, length) of each chunk.
+    pub fn cuts(&self) -> Vec<(u64, usize, usize)> {
+        let mut at = 0;
+        self.lens
+            .iter()
+            .map(|&len| {
+                let cut = (self.start + at as u64, at, len);
+                at += len;
+                cut
+            })
+            .collect()
+    }
+}
+
+/// What a write leaves to do.
+pub enum WriteOutcome {
+    Done,
+    /// Hand this job to the background committer.
+    Stream(Arc<Job>),
+    /// The dirty bytes are not a simple stream: commit them now, once no
+    /// job is in flight.
+    CommitNow,
+}
 
 /// The open state of one inode.
 pub struct FileState {
@@ -33,6 +72,9 @@ pub struct FileState {
     meta_dirty: bool,
     pub mtime: Option<Stamp>,
     pub ctime: Option<Stamp>,
+    /// Streamed chunks being sealed and stored in the background, oldest
+    /// first. Their bytes are in neither the manifest nor the overlay.
+    pub inflight: VecDeque<Arc<Job>>,
     /// Handles open on this inode; the state goes when it reaches zero.
     pub opens: u32,
 }
@@ -49,6 +91,7 @@ impl FileState {
             meta_dirty: false,
             mtime: None,
             ctime: None,
+            inflight: VecDeque::new(),
             opens: 0,
         })
     }
@@ -89,7 +132,7 @@ impl FileState {
     }
 
     /// Records a write and commits when the overlay has grown large.
-    pub fn write(&mut self, drive: &Drive, off: u64, data: &[u8]) -> Result<(), FsError> {
+    pub fn write(&mut self, drive: &Drive, off: u64, data: &[u8]) -> Result<WriteOutcome, FsError> {
         let end = off.checked_add(data.len() as u64).ok_or(FsError::TooBig)?;
         if end > super::MAX_FILE_SIZE {
             return Err(FsError::TooBig);
@@ -99,10 +142,69 @@ impl FileState {
         let now = Stamp::now();
         self.mtime = Some(now);
         self.ctime = Some(now);
-        if self.overlay.bytes() >= FLUSH_BYTES {
-            self.commit(drive, false)?;
+        // At least a few maximal chunks, so that a stream always has a
+        // complete chunk to hand over.
+        let threshold = FLUSH_BYTES.max(3 * drive.chunker.sizes().max as usize);
+        if self.overlay.bytes() < threshold {
+            return Ok(WriteOutcome::Done);
         }
-        Ok(())
+        Ok(match self.split_stream(drive) {
+            Some(job) => WriteOutcome::Stream(job),
+            None => WriteOutcome::CommitNow,
+        })
+    }
+
+    /// When the dirty bytes are one run at the end of the file over no old
+    /// chunk (a streaming writer), moves its complete chunks out into a job.
+    /// The last chunk stays dirty: its end is only where the writer is.
+    fn split_stream(&mut self, drive: &Drive) -> Option<Arc<Job>> {
+        let (start, len) = self.overlay.single_range()?;
+        if start + len as u64 != self.size || self.has_old_bytes(start, self.size) {
+            return None;
+        }
+        let lens = drive.chunker.cut_lengths(self.overlay.contiguous(start, self.size)?);
+        if lens.len() < 2 {
+            return None;
+        }
+        let complete = &lens[..lens.len() - 1];
+        let split: usize = complete.iter().sum();
+        let mut bytes = self.overlay.take(start)?;
+        let tail = bytes.split_off(split);
+        self.overlay.put(start + split as u64, tail);
+        let job = Arc::new(Job { start, bytes, lens: complete.to_vec() });
+        self.inflight.push_back(job.clone());
+        Some(job)
+    }
+
+    /// Records the outcome of the oldest job: on success its chunks join
+    /// the manifest in one transaction; on failure its bytes go back under
+    /// the dirty bytes, for the next commit to retry and report.
+    pub fn finish_job(&mut self, store: &Store, job: &Job, sealed: Vec<(ManifestEntry, Vec<u8>)>) {
+        if !self.inflight.front().is_some_and(|j| std::ptr::eq(&**j, job)) {
+            tracing::error!(ino = self.ino, "background commit out of order; committing synchronously later");
+        }
+        self.inflight.retain(|j| !std::ptr::eq(&**j, job));
+        let old_manifest = self.manifest.clone();
+        let old_released = self.released.clone();
+        let i = self.manifest.partition_point(|e| e.end() <= job.start);
+        let j = self.manifest.partition_point(|e| e.offset < job.end());
+        let removed: Vec<ManifestEntry> = self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
+        self.released.extend(removed.iter().map(|e| e.id));
+        let db_size = self.db_size.max(job.end()).min(self.size);
+        match write_commit(store, self, &sealed, db_size) {
+            Ok(()) => {
+                self.released.clear();
+                self.db_size = db_size;
+            }
+            Err(e) => {
+                tracing::warn!(ino = self.ino, cause = %e, "background commit failed; will retry at flush");
+                self.manifest = old_manifest;
+                self.released = old_released;
+                let mut merged = job.bytes.clone();
+                self.overlay.read_into(job.start, &mut merged);
+                self.overlay.insert(job.start, &merged);
+            }
+        }
     }
 
     /// Changes the size; a shrink drops the chunks past the end and re-cuts
@@ -181,7 +283,7 @@ impl FileState {
         } else {
             self.db_size.max(committed_end.min(self.size))
         };
-        let written = cut.and_then(|()| drive.commit_file(self, &sealed_all, new_db_size));
+        let written = cut.and_then(|()| write_commit(&drive.store, self, &sealed_all, new_db_size));
         if let Err(e) = written {
             self.manifest = old_manifest;
             self.released = old_released;
@@ -256,7 +358,7 @@ impl FileState {
                     break;
                 }
             }
-            sealed.extend(drive.seal_slices(window, &cuts));
+            sealed.extend(super::seal_slices(&drive.secret, window, &cuts));
             if let Some(end) = done {
                 return Ok((start, end, sealed));
             }
@@ -310,6 +412,14 @@ impl FileState {
             let b = e.end().min(end);
             buf[(a - off) as usize..(b - off) as usize]
                 .copy_from_slice(&plain[(a - e.offset) as usize..(b - e.offset) as usize]);
+        }
+        for job in &self.inflight {
+            let a = job.start.max(off);
+            let b = job.end().min(end);
+            if a < b {
+                buf[(a - off) as usize..(b - off) as usize]
+                    .copy_from_slice(&job.bytes[(a - job.start) as usize..(b - job.start) as usize]);
+            }
         }
         self.overlay.read_into(off, &mut buf);
         Ok(buf)

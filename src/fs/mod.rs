@@ -19,10 +19,82 @@ pub use data::{FLUSH_BYTES, ReadOut};
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::store::{Inode, Kind, Store, StoreError};
-use data::FileState;
+use data::{FileState, Job, WriteOutcome};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+
+/// Background jobs one file may have in flight before its writer waits:
+/// bounds the memory a fast writer can pile up ahead of the store.
+const MAX_INFLIGHT: usize = 2;
+
+/// Seals the chunks `cuts` (file offset, start in `window`, length) of
+/// `window`, on two threads when there is enough work.
+fn seal_slices(secret: &UserSecret, window: &[u8], cuts: &[(u64, usize, usize)]) -> Vec<(ManifestEntry, Vec<u8>)> {
+    let seal_one = |&(off, at, len): &(u64, usize, usize)| {
+        let (key, id, sealed) = chunk::seal(secret, &window[at..at + len]);
+        (ManifestEntry { offset: off, len: len as u32, id, key }, sealed)
+    };
+    let total: usize = cuts.iter().map(|c| c.2).sum();
+    if cuts.len() < 2 || total < 2 * 1024 * 1024 {
+        return cuts.iter().map(seal_one).collect();
+    }
+    let (a, b) = cuts.split_at(cuts.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| b.iter().map(seal_one).collect::<Vec<_>>());
+        let mut out: Vec<_> = a.iter().map(seal_one).collect();
+        match second.join() {
+            Ok(rest) => out.extend(rest),
+            // Sealing does not panic on any input; if it ever did, do the
+            // work again here rather than lose it.
+            Err(_) => out.extend(b.iter().map(seal_one)),
+        }
+        out
+    })
+}
+
+/// Writes a file's new chunks, its manifest and inode in one transaction.
+fn write_commit(store: &Store, st: &FileState, sealed: &[(ManifestEntry, Vec<u8>)], db_size: u64) -> Result<(), FsError> {
+    let mut txn = store.begin();
+    let Some(mut inode) = store.inode(st.ino)? else { return Ok(()) };
+    for (e, body) in sealed {
+        txn.add_chunk(&e.id, body)?;
+    }
+    for id in st.released_slice() {
+        txn.ref_chunk(id, -1);
+    }
+    txn.put_manifest(st.ino, st.manifest());
+    inode.size = db_size;
+    if let Some(m) = st.mtime {
+        inode.mtime = m;
+    }
+    if let Some(c) = st.ctime {
+        inode.ctime = c;
+    }
+    txn.put_inode(&inode);
+    txn.commit(false)?;
+    Ok(())
+}
+
+/// Starts the thread that seals and stores streamed chunks, oldest job
+/// first, and wakes the file's waiters after each.
+fn spawn_committer(store: Arc<Store>, secret: UserSecret) -> Option<(JobQueue, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel::<(Arc<FileCell>, Arc<Job>)>();
+    let spawned = std::thread::Builder::new().name("committer".into()).spawn(move || {
+        for (cell, job) in rx {
+            let sealed = seal_slices(&secret, &job.bytes, &job.cuts());
+            lock(&cell.state).finish_job(&store, &job, sealed);
+            cell.idle.notify_all();
+        }
+    });
+    match spawned {
+        Ok(handle) => Some((tx, handle)),
+        Err(e) => {
+            tracing::warn!(cause = %e, "no background committer: streaming writes commit in the foreground");
+            None
+        }
+    }
+}
 
 /// Reads, verifies and decrypts one chunk from the store.
 fn load_chunk(store: &Store, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
@@ -129,6 +201,14 @@ pub struct DirEntry {
     pub kind: Kind,
 }
 
+/// One open inode: its state, and a signal for "no job in flight".
+struct FileCell {
+    state: Mutex<FileState>,
+    idle: Condvar,
+}
+
+type JobQueue = mpsc::Sender<(Arc<FileCell>, Arc<Job>)>;
+
 enum Handle {
     File { ino: u64 },
     Dir { entries: Arc<Vec<DirEntry>> },
@@ -141,9 +221,24 @@ pub struct Drive {
     pub(crate) chunker: Chunker,
     capacity: u64,
     cache: Arc<cache::PlainCache>,
-    open_files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
+    open_files: Mutex<HashMap<u64, Arc<FileCell>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
+    /// The background committer of streaming writes; `None` if its thread
+    /// could not start (writes then commit in the foreground).
+    jobs: Option<JobQueue>,
+    committer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Drive {
+    /// Closing the queue ends the committer after its last job; waiting for
+    /// it means the store is no longer shared once the drive is gone.
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(h) = self.committer.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -154,7 +249,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Drive {
     pub fn new(store: Arc<Store>, secret: UserSecret, sizes: ChunkSizes, capacity: u64) -> Drive {
+        let (jobs, committer) = match spawn_committer(store.clone(), secret.clone()) {
+            Some((q, h)) => (Some(q), Some(h)),
+            None => (None, None),
+        };
         Drive {
+            jobs,
+            committer,
             store,
             secret,
             chunker: Chunker::new(sizes),
@@ -173,8 +274,8 @@ impl Drive {
     /// The attributes of `ino`, with the live size and times of an open file.
     pub fn getattr(&self, ino: u64) -> Result<Inode, FsError> {
         let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
-        if let Some(state) = self.open_state(ino) {
-            let st = lock(&state);
+        if let Some(cell) = self.open_state(ino) {
+            let st = lock(&cell.state);
             inode.size = st.size;
             if let Some(m) = st.mtime {
                 inode.mtime = m;
@@ -193,8 +294,17 @@ impl Drive {
         FsStats { blocks, blocks_free: blocks.saturating_sub(used), files: u32::MAX as u64, files_free: u32::MAX as u64 }
     }
 
-    fn open_state(&self, ino: u64) -> Option<Arc<Mutex<FileState>>> {
+    fn open_state(&self, ino: u64) -> Option<Arc<FileCell>> {
         lock(&self.open_files).get(&ino).cloned()
+    }
+
+    /// Locks a file's state once no background job of it is in flight.
+    fn settle<'a>(&self, cell: &'a FileCell) -> MutexGuard<'a, FileState> {
+        let mut st = lock(&cell.state);
+        while !st.inflight.is_empty() {
+            st = cell.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st
     }
 
     fn new_handle(&self, h: Handle) -> u64 {
@@ -203,7 +313,7 @@ impl Drive {
         fh
     }
 
-    fn file_of(&self, fh: u64) -> Result<Arc<Mutex<FileState>>, FsError> {
+    fn file_of(&self, fh: u64) -> Result<Arc<FileCell>, FsError> {
         let ino = match lock(&self.handles).get(&fh) {
             Some(Handle::File { ino }) => *ino,
             _ => return Err(FsError::BadHandle),
@@ -219,21 +329,22 @@ impl Drive {
             Kind::File => {}
             _ => return Err(FsError::Invalid),
         }
-        let state = {
+        let cell = {
             let mut files = lock(&self.open_files);
-            let state = match files.get(&ino) {
-                Some(s) => s.clone(),
+            let cell = match files.get(&ino) {
+                Some(c) => c.clone(),
                 None => {
-                    let s = Arc::new(Mutex::new(FileState::load(self, ino, inode.size)?));
-                    files.insert(ino, s.clone());
-                    s
+                    let state = Mutex::new(FileState::load(self, ino, inode.size)?);
+                    let c = Arc::new(FileCell { state, idle: Condvar::new() });
+                    files.insert(ino, c.clone());
+                    c
                 }
             };
-            lock(&state).opens += 1;
-            state
+            lock(&cell.state).opens += 1;
+            cell
         };
         if truncate {
-            let mut st = lock(&state);
+            let mut st = self.settle(&cell);
             if st.size != 0 {
                 if let Err(e) = st.truncate(self, 0) {
                     drop(st);
@@ -246,23 +357,41 @@ impl Drive {
     }
 
     pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<ReadOut, FsError> {
-        let state = self.file_of(fh)?;
-        let st = lock(&state);
+        let cell = self.file_of(fh)?;
+        let st = lock(&cell.state);
         st.read(self, off, len)
     }
 
+    /// Records a write. A streaming writer's complete chunks are sealed and
+    /// stored in the background while it goes on writing.
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32, FsError> {
-        let state = self.file_of(fh)?;
-        let mut st = lock(&state);
-        st.write(self, off, data)?;
+        let cell = self.file_of(fh)?;
+        let mut st = lock(&cell.state);
+        while st.inflight.len() >= MAX_INFLIGHT {
+            st = cell.idle.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match st.write(self, off, data)? {
+            WriteOutcome::Done => {}
+            WriteOutcome::Stream(job) => {
+                let queued = self.jobs.as_ref().is_some_and(|q| q.send((cell.clone(), job.clone())).is_ok());
+                if !queued {
+                    // No committer: do its work here.
+                    let sealed = seal_slices(&self.secret, &job.bytes, &job.cuts());
+                    st.finish_job(&self.store, &job, sealed);
+                }
+            }
+            WriteOutcome::CommitNow => {
+                drop(st);
+                self.settle(&cell).commit(self, false)?;
+            }
+        }
         Ok(data.len() as u32)
     }
 
     /// Cuts and indexes what was written through any handle of the file.
     pub fn flush(&self, fh: u64) -> Result<(), FsError> {
-        let state = self.file_of(fh)?;
-        let mut st = lock(&state);
-        st.commit(self, true)
+        let cell = self.file_of(fh)?;
+        self.settle(&cell).commit(self, true)
     }
 
     /// Like `flush`, then makes it durable.
@@ -274,9 +403,9 @@ impl Drive {
 
     /// Makes every committed change durable (directory entries included).
     pub fn sync_all(&self) -> Result<(), FsError> {
-        let states: Vec<_> = lock(&self.open_files).values().cloned().collect();
-        for state in states {
-            lock(&state).commit(self, true)?;
+        let cells: Vec<_> = lock(&self.open_files).values().cloned().collect();
+        for cell in cells {
+            self.settle(&cell).commit(self, true)?;
         }
         self.store.sync()?;
         Ok(())
@@ -295,8 +424,8 @@ impl Drive {
     /// unlinked while open, deletes it.
     fn close_state(&self, ino: u64) -> Result<(), FsError> {
         let mut files = lock(&self.open_files);
-        let Some(state) = files.get(&ino).cloned() else { return Ok(()) };
-        let mut st = lock(&state);
+        let Some(cell) = files.get(&ino).cloned() else { return Ok(()) };
+        let mut st = self.settle(&cell);
         st.opens = st.opens.saturating_sub(1);
         if st.opens > 0 {
             return Ok(());
@@ -351,60 +480,12 @@ impl Drive {
         }
     }
 
-    /// Seals the chunks `cuts` (file offset, start in `window`, length) of
-    /// `window`, on two threads when there is enough work.
-    fn seal_slices(&self, window: &[u8], cuts: &[(u64, usize, usize)]) -> Vec<(ManifestEntry, Vec<u8>)> {
-        let seal_one = |&(off, at, len): &(u64, usize, usize)| {
-            let (key, id, sealed) = chunk::seal(&self.secret, &window[at..at + len]);
-            (ManifestEntry { offset: off, len: len as u32, id, key }, sealed)
-        };
-        let total: usize = cuts.iter().map(|c| c.2).sum();
-        if cuts.len() < 2 || total < 2 * 1024 * 1024 {
-            return cuts.iter().map(seal_one).collect();
-        }
-        let (a, b) = cuts.split_at(cuts.len() / 2);
-        std::thread::scope(|s| {
-            let second = s.spawn(|| b.iter().map(seal_one).collect::<Vec<_>>());
-            let mut out: Vec<_> = a.iter().map(seal_one).collect();
-            match second.join() {
-                Ok(rest) => out.extend(rest),
-                // Sealing does not panic on any input; if it ever did, do
-                // the work again here rather than lose it.
-                Err(_) => out.extend(b.iter().map(seal_one)),
-            }
-            out
-        })
-    }
-
-    /// Writes a file's new chunks, manifest and inode in one transaction.
-    fn commit_file(&self, st: &FileState, sealed: &[(ManifestEntry, Vec<u8>)], db_size: u64) -> Result<(), FsError> {
-        let mut txn = self.store.begin();
-        let Some(mut inode) = self.store.inode(st.ino)? else { return Ok(()) };
-        for (e, body) in sealed {
-            txn.add_chunk(&e.id, body)?;
-        }
-        for id in st.released_slice() {
-            txn.ref_chunk(id, -1);
-        }
-        txn.put_manifest(st.ino, st.manifest());
-        inode.size = db_size;
-        if let Some(m) = st.mtime {
-            inode.mtime = m;
-        }
-        if let Some(c) = st.ctime {
-            inode.ctime = c;
-        }
-        txn.put_inode(&inode);
-        txn.commit(false)?;
-        Ok(())
-    }
-
     /// Runs `f` on the open state of `ino`, opening it for the call if no
     /// handle has it open (truncate by path, say).
     fn with_state<R>(&self, ino: u64, f: impl FnOnce(&mut FileState) -> Result<R, FsError>) -> Result<R, FsError> {
         let fh = self.open(ino, false)?;
         let result = match self.file_of(fh) {
-            Ok(state) => f(&mut lock(&state)),
+            Ok(cell) => f(&mut self.settle(&cell)),
             Err(e) => Err(e),
         };
         let closed = self.release(fh);

@@ -371,8 +371,8 @@ impl Drive {
         }
         if attr.mtime.is_some() {
             // An explicit mtime wins over the one pending writes would set.
-            if let Some(state) = self.open_state(ino) {
-                lock(&state).mtime = None;
+            if let Some(cell) = self.open_state(ino) {
+                lock(&cell.state).mtime = None;
             }
         }
         let mut txn = self.store.begin();

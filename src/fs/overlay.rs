@@ -92,6 +92,34 @@ impl Overlay {
         (end <= e).then(|| &v[(off - s) as usize..(end - s) as usize])
     }
 
+    /// The only dirty range, when there is exactly one: (start, length).
+    pub fn single_range(&self) -> Option<(u64, usize)> {
+        if self.ranges.len() != 1 {
+            return None;
+        }
+        self.ranges.iter().next().map(|(s, v)| (*s, v.len()))
+    }
+
+    /// Removes the range starting at `start` and hands over its bytes.
+    pub fn take(&mut self, start: u64) -> Option<Vec<u8>> {
+        let v = self.ranges.remove(&start)?;
+        self.bytes -= v.len();
+        Some(v)
+    }
+
+    /// Puts back bytes at `start` where no dirty range lies (after `take`).
+    pub fn put(&mut self, start: u64, bytes: Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.overlaps(start, start + bytes.len() as u64) {
+            self.insert(start, &bytes);
+            return;
+        }
+        self.bytes += bytes.len();
+        self.ranges.insert(start, bytes);
+    }
+
     /// Forgets the dirty bytes in `[start, end)`.
     pub fn remove_range(&mut self, start: u64, end: u64) {
         if start >= end {

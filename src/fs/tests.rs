@@ -198,3 +198,48 @@ fn fsck_counts_crash_orphans_as_clean_and_repair_reclaims_them() {
     assert_eq!(store.used_bytes(), 0);
     assert_eq!(store.stats().unwrap().chunks, 0);
 }
+
+#[test]
+fn streaming_writes_with_reads_and_overwrites_in_flight_match_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), ChunkSizes { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 });
+    let (inode, fh) = d.create(ME, ROOT_INO, b"stream", 0o644).unwrap();
+    let total = 40usize << 20;
+    let bytes = data(total, 11);
+    let mut model = vec![0u8; 0];
+    let mut rng = 99u64;
+    let mut next = |m: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % m
+    };
+    let step = 64 * 1024;
+    for (i, part) in bytes.chunks(step).enumerate() {
+        d.write(fh, (i * step) as u64, part).unwrap();
+        model.extend_from_slice(part);
+        if i % 7 == 0 {
+            // Read somewhere already written: manifest, in flight or dirty.
+            let off = next(model.len() as u64) as usize;
+            let got = d.read(fh, off as u64, 100_000).unwrap();
+            let want = &model[off..model.len().min(off + 100_000)];
+            assert_eq!(got.as_slice(), want, "read at {off} after write {i}");
+        }
+        if i % 50 == 49 {
+            // Overwrite a recent region, likely still in flight.
+            let off = model.len().saturating_sub(3 << 20) + next(1 << 20) as usize;
+            let patch = data(5000, i as u64);
+            d.write(fh, off as u64, &patch).unwrap();
+            model[off..off + patch.len()].copy_from_slice(&patch);
+        }
+        assert_eq!(d.getattr(inode.ino).unwrap().size, model.len() as u64);
+    }
+    d.fsync(fh).unwrap();
+    assert_eq!(read_all(&d, fh, model.len() as u64), model);
+    d.release(fh).unwrap();
+    let fh = d.open(inode.ino, false).unwrap();
+    assert_eq!(read_all(&d, fh, model.len() as u64), model);
+    d.release(fh).unwrap();
+    let report = d.store().fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
