@@ -170,6 +170,8 @@ pub fn mount(
             let _ = session_tx.send(Event::Ended(session.run()));
         })
         .map_err(|e| NodeError::io(mountpoint, e))?;
+    let ra_mount = mountpoint.to_path_buf();
+    std::thread::spawn(move || raise_readahead(&ra_mount));
     let signal_tx = tx.clone();
     std::thread::spawn(move || {
         let name = wait_for_signal(&signals);
@@ -245,6 +247,23 @@ pub fn mount(
     // waits for this lock to know the home is free.
     std::mem::forget(lock);
     result
+}
+
+/// Kernel read-ahead on the mount, in KiB: one request as large as the
+/// largest FUSE request, so a sequential reader costs one round trip per
+/// MiB instead of eight.
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Raises the mount's read-ahead (root only; best effort). Runs on its own
+/// thread: the stat below waits until the session answers requests.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else { return };
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let knob = PathBuf::from(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"));
+    if let Err(e) = std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+        tracing::debug!(knob = %knob.display(), cause = %e, "read-ahead left at the kernel default");
+    }
 }
 
 /// Lazily unmounts `path` (root only); used when a clean unmount is refused.
