@@ -5,6 +5,7 @@ use std::ffi::CString;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
@@ -429,5 +430,41 @@ fn nobody_cannot_read_a_root_0600_file() {
     assert_eq!((owner.uid(), owner.gid()), (65534, 65534), "a file belongs to the user who created it");
     assert_file(&secret, b"root only");
     assert_file(&public, b"everyone");
+    d.unmount();
+}
+
+#[test]
+fn shared_mmap_writes_reach_the_file() {
+    let mut d = Drive::new();
+    d.mount();
+    let path = d.path("mapped");
+    let len = 3 * MIB + 123;
+    let mut want = test_data(900, len);
+    fs::write(&path, &want).unwrap();
+    {
+        let file = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+        // SAFETY: a fresh shared mapping of a file this test owns, unmapped below.
+        let map = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+        };
+        assert_ne!(map, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
+        // SAFETY: the mapping is `len` bytes long.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(map as *mut u8, len) };
+        assert_eq!(&bytes[..4096], &want[..4096], "a mapping reads the file");
+        for at in [0, 4095, MIB, 2 * MIB + 17, len - 1] {
+            bytes[at] ^= 0xff;
+            want[at] ^= 0xff;
+        }
+        // SAFETY: same mapping as above.
+        unsafe {
+            assert_eq!(libc::msync(map, len, libc::MS_SYNC), 0, "msync: {}", io::Error::last_os_error());
+            libc::munmap(map, len);
+        }
+        file.sync_all().unwrap();
+    }
+    assert_file(&path, &want);
+    d.unmount();
+    d.mount();
+    assert_file(&path, &want);
     d.unmount();
 }
