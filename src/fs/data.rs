@@ -179,7 +179,13 @@ impl FileState {
     /// Records the outcome of the oldest job: on success its chunks join
     /// the manifest in one transaction; on failure its bytes go back under
     /// the dirty bytes, for the next commit to retry and report.
-    pub fn finish_job(&mut self, store: &Store, job: &Job, sealed: Vec<(ManifestEntry, Vec<u8>)>) {
+    pub fn finish_job(
+        &mut self,
+        store: &Store,
+        job: &Job,
+        sealed: Vec<(ManifestEntry, Vec<u8>)>,
+        at: &[Option<(u32, u64)>],
+    ) {
         if !self.inflight.front().is_some_and(|j| std::ptr::eq(&**j, job)) {
             tracing::error!(ino = self.ino, "background commit out of order; committing synchronously later");
         }
@@ -191,7 +197,7 @@ impl FileState {
         let removed: Vec<ManifestEntry> = self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
         self.released.extend(removed.iter().map(|e| e.id));
         let db_size = self.db_size.max(job.end()).min(self.size);
-        match write_commit(store, self, &sealed, db_size) {
+        match write_commit(store, self, &sealed, at, db_size) {
             Ok(()) => {
                 self.released.clear();
                 self.db_size = db_size;
@@ -283,7 +289,7 @@ impl FileState {
         } else {
             self.db_size.max(committed_end.min(self.size))
         };
-        let written = cut.and_then(|()| write_commit(&drive.store, self, &sealed_all, new_db_size));
+        let written = cut.and_then(|()| write_commit(&drive.store, self, &sealed_all, &[], new_db_size));
         if let Err(e) = written {
             self.manifest = old_manifest;
             self.released = old_released;

@@ -54,11 +54,19 @@ fn seal_slices(secret: &UserSecret, window: &[u8], cuts: &[(u64, usize, usize)])
 }
 
 /// Writes a file's new chunks, its manifest and inode in one transaction.
-fn write_commit(store: &Store, st: &FileState, sealed: &[(ManifestEntry, Vec<u8>)], db_size: u64) -> Result<(), FsError> {
+/// `at` holds, where not empty, the pack location each body was appended
+/// at ahead of time ([`Store::pre_append`]).
+fn write_commit(
+    store: &Store,
+    st: &FileState,
+    sealed: &[(ManifestEntry, Vec<u8>)],
+    at: &[Option<(u32, u64)>],
+    db_size: u64,
+) -> Result<(), FsError> {
     let mut txn = store.begin();
     let Some(mut inode) = store.inode(st.ino)? else { return Ok(()) };
-    for (e, body) in sealed {
-        txn.add_chunk(&e.id, body)?;
+    for (k, (e, body)) in sealed.iter().enumerate() {
+        txn.add_chunk_at(&e.id, body, at.get(k).copied().flatten())?;
     }
     for id in st.released_slice() {
         txn.ref_chunk(id, -1);
@@ -83,7 +91,11 @@ fn spawn_committer(store: Arc<Store>, secret: UserSecret) -> Option<(JobQueue, s
     let spawned = std::thread::Builder::new().name("committer".into()).spawn(move || {
         for (cell, job) in rx {
             let sealed = seal_slices(&secret, &job.bytes, &job.cuts());
-            lock(&cell.state).finish_job(&store, &job, sealed);
+            // Copy the bodies into the pack before taking the file's lock,
+            // so the writer is not held up by the store's I/O.
+            let at: Vec<Option<(u32, u64)>> =
+                sealed.iter().map(|(e, body)| store.pre_append(&e.id, body).ok().flatten()).collect();
+            lock(&cell.state).finish_job(&store, &job, sealed, &at);
             cell.idle.notify_all();
         }
     });
@@ -377,7 +389,7 @@ impl Drive {
                 if !queued {
                     // No committer: do its work here.
                     let sealed = seal_slices(&self.secret, &job.bytes, &job.cuts());
-                    st.finish_job(&self.store, &job, sealed);
+                    st.finish_job(&self.store, &job, sealed, &[]);
                 }
             }
             WriteOutcome::CommitNow => {

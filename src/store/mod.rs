@@ -303,6 +303,18 @@ impl Store {
         self.packs.read(rec.pack, rec.offset, rec.len)
     }
 
+    /// Appends a sealed body to a pack ahead of the transaction that will
+    /// index it, so that the copy happens outside the caller's locks. Small
+    /// bodies (inline) and chunks already stored return `None`; pass the
+    /// result to [`Txn::add_chunk_at`]. A body appended but never indexed
+    /// is dead space that compaction returns.
+    pub fn pre_append(&self, id: &ChunkId, sealed: &[u8]) -> Result<Option<(u32, u64)>, StoreError> {
+        if sealed.len() <= INLINE_MAX || self.chunk(id)?.is_some() {
+            return Ok(None);
+        }
+        Ok(Some(self.packs.append(id, sealed)?))
+    }
+
     /// Makes every committed change durable: pack bodies first, then the
     /// RocksDB WAL that names them.
     pub fn sync(&self) -> Result<(), StoreError> {

@@ -18,6 +18,8 @@ pub struct Txn<'a> {
     batch: WriteBatch,
     chunk_deltas: HashMap<ChunkId, i64>,
     appended: HashMap<ChunkId, ChunkRecord>,
+    /// Bodies appended ahead of this transaction that it did not need.
+    dead: Vec<(u32, u64)>,
     touched_inodes: bool,
 }
 
@@ -29,6 +31,7 @@ impl<'a> Txn<'a> {
             batch: WriteBatch::default(),
             chunk_deltas: HashMap::new(),
             appended: HashMap::new(),
+            dead: Vec::new(),
             touched_inodes: false,
         }
     }
@@ -83,14 +86,27 @@ impl<'a> Txn<'a> {
     /// Adds one reference to a chunk, storing its sealed body unless the
     /// store already holds it (dedup).
     pub fn add_chunk(&mut self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
-        if !self.appended.contains_key(id) && self.store.chunk(id)?.is_none() {
-            let (pack, offset) = if sealed.len() <= INLINE_MAX {
-                self.batch.put_cf(self.store.cf("bodies"), id.0, sealed);
-                (INLINE_PACK, 0)
-            } else {
-                self.store.packs().append(id, sealed)?
+        self.add_chunk_at(id, sealed, None)
+    }
+
+    /// Like [`Txn::add_chunk`], with the body possibly already appended by
+    /// [`Store::pre_append`] at `at`. If the chunk turns out to be stored
+    /// already, that copy is counted as dead bytes of its pack.
+    pub fn add_chunk_at(&mut self, id: &ChunkId, sealed: &[u8], at: Option<(u32, u64)>) -> Result<(), StoreError> {
+        let len = sealed.len() as u32;
+        if self.appended.contains_key(id) || self.store.chunk(id)?.is_some() {
+            if let Some((pack, _)) = at {
+                self.dead.push((pack, u64::from(len)));
+            }
+        } else {
+            let (pack, offset) = match at {
+                Some(at) => at,
+                None if sealed.len() <= INLINE_MAX => {
+                    self.batch.put_cf(self.store.cf("bodies"), id.0, sealed);
+                    (INLINE_PACK, 0)
+                }
+                None => self.store.packs().append(id, sealed)?,
             };
-            let len = sealed.len() as u32;
             let rec = ChunkRecord { refs: 0, pack, offset, len, placement: Placement::new_pending() };
             self.appended.insert(*id, rec);
         }
@@ -113,6 +129,9 @@ impl<'a> Txn<'a> {
         // compaction never touches.
         for rec in self.appended.values() {
             pack_deltas.entry(rec.pack).or_default().0 += i64::from(rec.len);
+        }
+        for (pack, len) in &self.dead {
+            pack_deltas.entry(*pack).or_default().0 += *len as i64;
         }
         let deltas = std::mem::take(&mut self.chunk_deltas);
         for (id, delta) in deltas {
