@@ -283,7 +283,16 @@ fn fsck(home: &Home, repair: bool, json: bool) -> Result<i32> {
         e => e.into(),
     })?;
     let store = node::open_store(home)?;
-    let report = store.fsck(repair)?;
+    let bar = output::progress_bar("checking chunks");
+    let report = store.fsck_with_progress(repair, &mut |done, total| {
+        if let Some(bar) = &bar {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     if json {
         print_json(&serde_json::to_value(&report)?)?;
     } else {

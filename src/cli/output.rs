@@ -36,3 +36,17 @@ pub fn print_json(value: &serde_json::Value) -> std::io::Result<()> {
     serde_json::to_writer_pretty(&mut out, value)?;
     writeln!(out)
 }
+
+/// A progress bar on stderr when it is a terminal; `None` otherwise, so
+/// scripts and logs see only results.
+pub fn progress_bar(what: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    let style = indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} ({eta})")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_message(what.to_string());
+    Some(bar)
+}

@@ -7,7 +7,7 @@ use crate::chunk::ChunkId;
 use rocksdb::{IteratorMode, WriteBatch};
 use std::collections::{HashMap, HashSet};
 
-pub(super) fn run(store: &Store, repair: bool) -> Result<FsckReport, StoreError> {
+pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<FsckReport, StoreError> {
     let _guard = store.writer.lock().unwrap_or_else(|p| p.into_inner());
     let mut report = FsckReport::default();
     let mut batch = WriteBatch::default();
@@ -94,9 +94,15 @@ pub(super) fn run(store: &Store, repair: bool) -> Result<FsckReport, StoreError>
 
     // Chunk records: reference counts, and every body against its id.
     let mut seen: HashSet<ChunkId> = HashSet::new();
+    // Reading every body is the long part: report it against the index's
+    // own estimate of how many chunks there are.
+    let estimate = store.db.property_int_value_cf(store.cf("chunks"), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0);
     for item in store.db.iterator_cf(store.cf("chunks"), IteratorMode::Start) {
         let (k, v) = item?;
         report.chunks += 1;
+        if report.chunks % 64 == 0 {
+            progress(report.chunks, estimate.max(report.chunks));
+        }
         let Some(id) = records::decode_chunk_id(&k) else {
             note(&mut report, format!("chunk key {} is malformed", crate::chunk::hex(&k)));
             batch.delete_cf(store.cf("chunks"), &k);

@@ -186,10 +186,16 @@ impl Store {
     /// link counts, reference counts, and every chunk body against its id.
     /// With `repair`, mends what it can in one batch per kind of finding.
     pub fn fsck(&self, repair: bool) -> Result<FsckReport, StoreError> {
+        self.fsck_with_progress(repair, &mut |_, _| {})
+    }
+
+    /// [`Store::fsck`], calling `progress(chunks checked, chunks estimated)`
+    /// as it reads chunk bodies (best effort: the estimate may be off).
+    pub fn fsck_with_progress(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<FsckReport, StoreError> {
         // Orphans are released the way the node does at start, so that
         // their chunks do not show up as damage.
         let swept = if repair { self.sweep_orphans()? } else { 0 };
-        let mut report = super::fsck::run(self, repair)?;
+        let mut report = super::fsck::run(self, repair, progress)?;
         report.orphans += swept;
         Ok(report)
     }
