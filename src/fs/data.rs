@@ -13,7 +13,7 @@ use super::cache;
 use super::overlay::Overlay;
 use super::{Drive, FsError, write_commit};
 use crate::store::Store;
-use crate::chunk::{ChunkId, ManifestEntry};
+use crate::chunk::ManifestEntry;
 use crate::store::Stamp;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -67,8 +67,9 @@ pub struct FileState {
     db_size: u64,
     manifest: Vec<ManifestEntry>,
     overlay: Overlay,
-    /// Chunks the next commit releases (dropped by a truncate).
-    released: Vec<ChunkId>,
+    /// Manifest entries dropped since the last commit (by a truncate or a
+    /// re-cut): the commit deletes them and releases their chunks.
+    removed: Vec<ManifestEntry>,
     meta_dirty: bool,
     pub mtime: Option<Stamp>,
     pub ctime: Option<Stamp>,
@@ -87,7 +88,7 @@ impl FileState {
             db_size: size,
             manifest: drive.store.manifest(ino)?,
             overlay: Overlay::default(),
-            released: Vec::new(),
+            removed: Vec::new(),
             meta_dirty: false,
             mtime: None,
             ctime: None,
@@ -104,8 +105,8 @@ impl FileState {
         &self.manifest
     }
 
-    pub fn released_slice(&self) -> &[ChunkId] {
-        &self.released
+    pub fn removed(&self) -> &[ManifestEntry] {
+        &self.removed
     }
 
     /// Reads up to `len` bytes at `off`. A read inside one chunk with no
@@ -191,21 +192,21 @@ impl FileState {
         }
         self.inflight.retain(|j| !std::ptr::eq(&**j, job));
         let old_manifest = self.manifest.clone();
-        let old_released = self.released.clone();
+        let old_removed = self.removed.clone();
         let i = self.manifest.partition_point(|e| e.end() <= job.start);
         let j = self.manifest.partition_point(|e| e.offset < job.end());
         let removed: Vec<ManifestEntry> = self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
-        self.released.extend(removed.iter().map(|e| e.id));
+        self.removed.extend(removed);
         let db_size = self.db_size.max(job.end()).min(self.size);
         match write_commit(store, self, &sealed, at, db_size) {
             Ok(()) => {
-                self.released.clear();
+                self.removed.clear();
                 self.db_size = db_size;
             }
             Err(e) => {
                 tracing::warn!(ino = self.ino, cause = %e, "background commit failed; will retry at flush");
                 self.manifest = old_manifest;
-                self.released = old_released;
+                self.removed = old_removed;
                 let mut merged = job.bytes.clone();
                 self.overlay.read_into(job.start, &mut merged);
                 self.overlay.insert(job.start, &merged);
@@ -232,9 +233,9 @@ impl FileState {
                     let mut head = plain[..(size - e.offset) as usize].to_vec();
                     self.overlay.read_into(e.offset, &mut head);
                     self.overlay.insert(e.offset, &head);
-                    self.released.push(e.id);
+                    self.removed.push(e);
                 } else {
-                    self.released.push(e.id);
+                    self.removed.push(e);
                 }
             }
             self.manifest = keep;
@@ -257,7 +258,7 @@ impl FileState {
         }
         let max = u64::from(drive.chunker.sizes().max);
         let old_manifest = self.manifest.clone();
-        let old_released = self.released.clone();
+        let old_removed = self.removed.clone();
         let mut sealed_all: Vec<(ManifestEntry, Vec<u8>)> = Vec::new();
         let mut committed: Vec<(u64, u64)> = Vec::new();
         let mut covered_to = 0u64;
@@ -276,7 +277,7 @@ impl FileState {
                 let j = self.manifest.partition_point(|e| e.offset < end);
                 let removed: Vec<ManifestEntry> =
                     self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
-                self.released.extend(removed.iter().map(|e| e.id));
+                self.removed.extend(removed);
                 sealed_all.extend(sealed);
                 committed.push((start, end));
             }
@@ -292,10 +293,10 @@ impl FileState {
         let written = cut.and_then(|()| write_commit(&drive.store, self, &sealed_all, &[], new_db_size));
         if let Err(e) = written {
             self.manifest = old_manifest;
-            self.released = old_released;
+            self.removed = old_removed;
             return Err(e);
         }
-        self.released.clear();
+        self.removed.clear();
         for (start, end) in committed {
             self.overlay.remove_range(start, end);
         }

@@ -68,10 +68,11 @@ fn write_commit(
     for (k, (e, body)) in sealed.iter().enumerate() {
         txn.add_chunk_at(&e.id, body, at.get(k).copied().flatten())?;
     }
-    for id in st.released_slice() {
-        txn.ref_chunk(id, -1);
+    for e in st.removed() {
+        txn.ref_chunk(&e.id, -1);
     }
-    txn.put_manifest(st.ino, st.manifest());
+    let added: Vec<ManifestEntry> = sealed.iter().map(|(e, _)| *e).collect();
+    txn.change_manifest(st.ino, st.removed(), &added);
     inode.size = db_size;
     if let Some(m) = st.mtime {
         inode.mtime = m;

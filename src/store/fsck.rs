@@ -74,7 +74,7 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         if orphan {
             note(&mut report, format!("inode {ino} is not in any directory"));
             batch.delete_cf(store.cf("inodes"), records::ino_key(*ino));
-            batch.delete_cf(store.cf("manifests"), records::ino_key(*ino));
+            batch.delete_range_cf(store.cf("manifests"), records::manifest_key(*ino, 0), records::manifest_key(*ino + 1, 0));
             continue;
         }
         let want = match inode.kind {

@@ -8,7 +8,7 @@
 //! | `inodes`    | ino                    | [`Inode`]        |
 //! | `dirents`   | parent ino, name       | [`Dirent`]       |
 //! | `xattrs`    | ino, name              | raw value        |
-//! | `manifests` | ino                    | manifest entries |
+//! | `manifests` | ino, offset            | one manifest entry |
 //! | `chunks`    | chunk id               | [`ChunkRecord`]  |
 //! | `packs`     | pack no                | [`PackRecord`]   |
 //! | `pack_index`| pack no, body offset   | chunk id         |
@@ -258,11 +258,18 @@ impl Store {
         }
     }
 
+    /// A file's manifest, in offset order.
     pub fn manifest(&self, ino: u64) -> Result<Vec<ManifestEntry>, StoreError> {
-        match self.db.get_pinned_cf(self.cf("manifests"), records::ino_key(ino))? {
-            Some(v) => records::decode_manifest(&v).map_err(|e| StoreError::corrupt("manifest", e)),
-            None => Ok(Vec::new()),
+        let prefix = ino.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("manifests"), IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(records::decode_manifest_entry(&v).map_err(|e| StoreError::corrupt("manifest entry", e))?);
         }
+        Ok(out)
     }
 
     pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

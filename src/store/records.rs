@@ -14,8 +14,6 @@ pub const RECORD_V1: u8 = 1;
 
 /// Largest inode record: a symlink target is at most PATH_MAX.
 const INODE_LIMIT: usize = 8 * 1024;
-/// Largest manifest record accepted from disk.
-const MANIFEST_LIMIT: usize = codec::MAX_RECORD;
 const SMALL_LIMIT: usize = 4 * 1024;
 
 /// What an inode is.
@@ -146,6 +144,14 @@ pub fn dirent_key(parent: u64, name: &[u8]) -> Vec<u8> {
     k
 }
 
+/// One manifest entry per key, so a commit rewrites only what changed.
+pub fn manifest_key(ino: u64, offset: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ino.to_be_bytes());
+    k[8..].copy_from_slice(&offset.to_be_bytes());
+    k
+}
+
 pub fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
     dirent_key(ino, name)
 }
@@ -181,8 +187,8 @@ pub fn decode_dirent(bytes: &[u8]) -> Result<Dirent, CodecError> {
     codec::decode(RECORD_V1, bytes, SMALL_LIMIT)
 }
 
-pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<ManifestEntry>, CodecError> {
-    codec::decode(RECORD_V1, bytes, MANIFEST_LIMIT)
+pub fn decode_manifest_entry(bytes: &[u8]) -> Result<ManifestEntry, CodecError> {
+    codec::decode(RECORD_V1, bytes, SMALL_LIMIT)
 }
 
 pub fn decode_chunk(bytes: &[u8]) -> Result<ChunkRecord, CodecError> {

@@ -50,7 +50,8 @@ impl<'a> Txn<'a> {
     /// caller releases the manifest's chunk references.
     pub fn delete_inode(&mut self, ino: u64) -> Result<(), StoreError> {
         self.batch.delete_cf(self.store.cf("inodes"), records::ino_key(ino));
-        self.batch.delete_cf(self.store.cf("manifests"), records::ino_key(ino));
+        let manifests = self.store.cf("manifests");
+        self.batch.delete_range_cf(manifests, records::manifest_key(ino, 0), records::manifest_key(ino + 1, 0));
         for name in self.store.xattr_names(ino)? {
             self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, &name));
         }
@@ -74,12 +75,16 @@ impl<'a> Txn<'a> {
         self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, name));
     }
 
-    pub fn put_manifest(&mut self, ino: u64, entries: &[ManifestEntry]) {
+    /// Changes a file's manifest: drops `removed` and records `added`
+    /// (removals first, so an entry replaced at the same offset ends up the
+    /// new one). The caller adjusts the chunks' reference counts.
+    pub fn change_manifest(&mut self, ino: u64, removed: &[ManifestEntry], added: &[ManifestEntry]) {
         let cf = self.store.cf("manifests");
-        if entries.is_empty() {
-            self.batch.delete_cf(cf, records::ino_key(ino));
-        } else {
-            self.batch.put_cf(cf, records::ino_key(ino), records::encode(&entries));
+        for e in removed {
+            self.batch.delete_cf(cf, records::manifest_key(ino, e.offset));
+        }
+        for e in added {
+            self.batch.put_cf(cf, records::manifest_key(ino, e.offset), records::encode(e));
         }
     }
 
