@@ -48,6 +48,13 @@ impl Job {
     }
 }
 
+/// One manifest splice, kept to undo it if its commit fails.
+struct Splice {
+    at: usize,
+    added: usize,
+    removed: Vec<ManifestEntry>,
+}
+
 /// What a write leaves to do.
 pub enum WriteOutcome {
     Done,
@@ -191,11 +198,11 @@ impl FileState {
             tracing::error!(ino = self.ino, "background commit out of order; committing synchronously later");
         }
         self.inflight.retain(|j| !std::ptr::eq(&**j, job));
-        let old_manifest = self.manifest.clone();
-        let old_removed = self.removed.clone();
+        let removed_before = self.removed.len();
         let i = self.manifest.partition_point(|e| e.end() <= job.start);
         let j = self.manifest.partition_point(|e| e.offset < job.end());
         let removed: Vec<ManifestEntry> = self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
+        let undo = [Splice { at: i, added: sealed.len(), removed: removed.clone() }];
         self.removed.extend(removed);
         let db_size = self.db_size.max(job.end()).min(self.size);
         match write_commit(store, self, &sealed, at, db_size) {
@@ -205,8 +212,7 @@ impl FileState {
             }
             Err(e) => {
                 tracing::warn!(ino = self.ino, cause = %e, "background commit failed; will retry at flush");
-                self.manifest = old_manifest;
-                self.removed = old_removed;
+                self.undo_splices(&undo, removed_before);
                 let mut merged = job.bytes.clone();
                 self.overlay.read_into(job.start, &mut merged);
                 self.overlay.insert(job.start, &merged);
@@ -257,8 +263,8 @@ impl FileState {
             return Ok(());
         }
         let max = u64::from(drive.chunker.sizes().max);
-        let old_manifest = self.manifest.clone();
-        let old_removed = self.removed.clone();
+        let removed_before = self.removed.len();
+        let mut undo: Vec<Splice> = Vec::new();
         let mut sealed_all: Vec<(ManifestEntry, Vec<u8>)> = Vec::new();
         let mut committed: Vec<(u64, u64)> = Vec::new();
         let mut covered_to = 0u64;
@@ -277,6 +283,7 @@ impl FileState {
                 let j = self.manifest.partition_point(|e| e.offset < end);
                 let removed: Vec<ManifestEntry> =
                     self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
+                undo.push(Splice { at: i, added: sealed.len(), removed: removed.clone() });
                 self.removed.extend(removed);
                 sealed_all.extend(sealed);
                 committed.push((start, end));
@@ -292,8 +299,7 @@ impl FileState {
         };
         let written = cut.and_then(|()| write_commit(&drive.store, self, &sealed_all, &[], new_db_size));
         if let Err(e) = written {
-            self.manifest = old_manifest;
-            self.removed = old_removed;
+            self.undo_splices(&undo, removed_before);
             return Err(e);
         }
         self.removed.clear();
@@ -307,6 +313,15 @@ impl FileState {
             self.ctime = None;
         }
         Ok(())
+    }
+
+    /// Puts the manifest back as it was before `undo`'s splices (newest
+    /// first), without copying the whole list on every commit.
+    fn undo_splices(&mut self, undo: &[Splice], removed_before: usize) {
+        for u in undo.iter().rev() {
+            self.manifest.splice(u.at..u.at + u.added, u.removed.iter().copied());
+        }
+        self.removed.truncate(removed_before);
     }
 
     /// True when committing `committed` leaves no dirty bytes behind.
