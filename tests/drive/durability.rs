@@ -291,3 +291,48 @@ fn full_disk_fails_writes_cleanly_and_loses_nothing_synced() {
     assert_file(&d.path("after"), &test_data(502, MIB));
     d.unmount();
 }
+
+#[test]
+fn a_corrupt_chunk_is_reported_and_never_served() {
+    let mut d = Drive::new();
+    d.mount();
+    let data = test_data(600, 3 * MIB);
+    write_synced(&d.path("victim"), &data);
+    d.unmount();
+    // Flip one byte in the middle of the pack file: inside some chunk body.
+    let packs: Vec<_> = fs::read_dir(d.home.join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| fs::metadata(p).unwrap().len() > MIB as u64)
+        .collect();
+    assert_eq!(packs.len(), 1, "one pack holds the file: {packs:?}");
+    let pack = OpenOptions::new().read(true).write(true).open(&packs[0]).unwrap();
+    let at = pack.metadata().unwrap().len() / 2;
+    let mut byte = [0u8; 1];
+    pack.read_exact_at(&mut byte, at).unwrap();
+    pack.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    drop(pack);
+
+    let fsck = d.pactfs(&["fsck", "--json"]);
+    assert_eq!(fsck.status.code(), Some(1), "fsck must report the bad chunk:\n{}", d.last_command());
+    let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        findings.iter().any(|f| f["what"].as_str().unwrap().contains("do not match the id")),
+        "no id mismatch among {findings:?}"
+    );
+    // --repair cannot mend it and must not delete the only copy.
+    let repair = d.pactfs(&["fsck", "--repair"]);
+    assert_eq!(repair.status.code(), Some(1), "{}", d.last_command());
+    assert_eq!(d.pactfs(&["fsck"]).status.code(), Some(1), "the bad chunk must still be there and reported");
+
+    d.mount();
+    let mut file = File::open(d.path("victim")).unwrap();
+    let mut got = Vec::new();
+    let err = std::io::Read::read_to_end(&mut file, &mut got).expect_err("reading a corrupt chunk must fail");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    // Whatever was returned before the error is the file's true bytes.
+    assert_eq!(&got[..], &data[..got.len()], "bytes served before the bad chunk must be right");
+    drop(file);
+    d.unmount();
+}
