@@ -237,7 +237,7 @@ fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
     let started = Instant::now();
     let mut warned = false;
     let home_free = || HomeLock::acquire(&Home::single(&data_dir)).is_ok();
-    while process_alive(pid) || node::is_mounted(&mnt) || !home_free() {
+    while node::pid_alive(pid) || node::is_mounted(&mnt) || !home_free() {
         if !warned && started.elapsed() > Duration::from_secs(5) {
             eprintln!("pactfs: waiting for the node (pid {pid}) to flush and exit...");
             warned = true;
@@ -246,17 +246,6 @@ fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
     }
     println!("Unmounted: {}", mnt.display());
     Ok(0)
-}
-
-/// True while `pid` runs (a zombie counts as gone).
-fn process_alive(pid: i32) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 fn stats(home: &Home, json: bool) -> Result<i32> {

@@ -13,7 +13,7 @@ mod lock;
 mod mountinfo;
 
 pub use home::Home;
-pub use lock::HomeLock;
+pub use lock::{HomeLock, pid_alive};
 pub use mountinfo::{find_pactfs_mount, is_mounted};
 
 use crate::chunk::ChunkSizes;
