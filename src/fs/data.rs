@@ -262,6 +262,7 @@ impl FileState {
         if !self.is_dirty() {
             return Ok(());
         }
+        tracing::debug!(ino = self.ino, final_cut, dirty = self.overlay.bytes(), size = self.size, "commit");
         let max = u64::from(drive.chunker.sizes().max);
         let removed_before = self.removed.len();
         let mut undo: Vec<Splice> = Vec::new();

@@ -255,6 +255,7 @@ impl Filesystem for PactFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        tracing::trace!(fh = fh.0, offset, len = data.len(), "write");
         match self.drive.write(fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
@@ -262,6 +263,7 @@ impl Filesystem for PactFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        tracing::debug!(fh = fh.0, "flush");
         reply_empty(reply, self.drive.flush(fh.0));
     }
 
