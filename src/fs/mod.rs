@@ -286,8 +286,12 @@ impl Drive {
 
     /// The attributes of `ino`, with the live size and times of an open file.
     pub fn getattr(&self, ino: u64) -> Result<Inode, FsError> {
+        // The open state first: a last close holds the table while it
+        // writes the final size, so a state that is gone by now has left
+        // the store up to date, and one that is still here is the truth.
+        let open = self.open_state(ino);
         let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
-        if let Some(cell) = self.open_state(ino) {
+        if let Some(cell) = open {
             let st = lock(&cell.state);
             inode.size = st.size;
             if let Some(m) = st.mtime {
@@ -336,14 +340,16 @@ impl Drive {
 
     /// Opens a file, returning a handle. `truncate` empties it first.
     pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, FsError> {
-        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
-        match inode.kind {
-            Kind::Dir => return Err(FsError::IsDir),
-            Kind::File => {}
-            _ => return Err(FsError::Invalid),
-        }
         let cell = {
+            // The inode is read under the table's lock: a last close of the
+            // same file may be writing its final size right now.
             let mut files = lock(&self.open_files);
+            let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+            match inode.kind {
+                Kind::Dir => return Err(FsError::IsDir),
+                Kind::File => {}
+                _ => return Err(FsError::Invalid),
+            }
             let cell = match files.get(&ino) {
                 Some(c) => c.clone(),
                 None => {
@@ -401,15 +407,20 @@ impl Drive {
         Ok(data.len() as u32)
     }
 
-    /// Cuts and indexes what was written through any handle of the file.
+    /// Cuts and indexes what was written through any handle of the file,
+    /// so that errors show at close(2). A streaming writer's last chunk may
+    /// stay dirty until the last close or an fsync: every process that
+    /// forks while the file is open sends a flush when its copy of the
+    /// descriptor closes, and cutting there would re-cut that chunk later.
     pub fn flush(&self, fh: u64) -> Result<(), FsError> {
         let cell = self.file_of(fh)?;
-        self.settle(&cell).commit(self, true)
+        self.settle(&cell).commit(self, false)
     }
 
-    /// Like `flush`, then makes it durable.
+    /// Cuts and indexes everything written, then makes it durable.
     pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
-        self.flush(fh)?;
+        let cell = self.file_of(fh)?;
+        self.settle(&cell).commit(self, true)?;
         self.store.sync()?;
         Ok(())
     }

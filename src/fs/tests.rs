@@ -183,7 +183,7 @@ fn fsck_counts_crash_orphans_as_clean_and_repair_reclaims_them() {
         let d = drive_with(dir.path(), small_sizes());
         let (_, fh) = d.create(ME, ROOT_INO, b"tmp", 0o600).unwrap();
         d.write(fh, 0, &data(10_000, 3)).unwrap();
-        d.flush(fh).unwrap();
+        d.fsync(fh).unwrap();
         d.unlink(ROOT_INO, b"tmp").unwrap();
         // The node dies here: no release ever comes.
     }
