@@ -48,8 +48,7 @@ pub fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
     let mut out = vec![version];
     // Encoding into a Vec only fails for types serde cannot represent, which
     // none of ours are: a failure here is a programming error.
-    let body = bincode::serde::encode_to_vec(value, config())
-        .expect("pactfs record types always encode");
+    let body = bincode::serde::encode_to_vec(value, config()).expect("pactfs record types always encode");
     out.extend_from_slice(&body);
     out
 }
@@ -65,8 +64,8 @@ pub fn decode<T: DeserializeOwned>(version: u8, bytes: &[u8], limit: usize) -> R
         return Err(CodecError::Version { found, expected: version });
     }
     let cfg = config().with_limit::<{ MAX_RECORD }>();
-    let (value, used) = bincode::serde::decode_from_slice(body, cfg)
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, cfg).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
         return Err(CodecError::Trailing(body.len() - used));
     }

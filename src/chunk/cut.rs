@@ -42,9 +42,7 @@ impl Chunker {
             return Vec::new();
         }
         let s = self.sizes;
-        FastCDC::new(window, s.min as usize, s.avg as usize, s.max as usize)
-            .map(|c| c.length)
-            .collect()
+        FastCDC::new(window, s.min as usize, s.avg as usize, s.max as usize).map(|c| c.length).collect()
     }
 }
 

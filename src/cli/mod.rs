@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::node::{self, Home, HomeLock, MountOptions, control, daemon};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use output::{print_kv, print_json};
+use output::{print_json, print_kv};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -173,9 +173,8 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool, opts: MountOptions) -
     // Fail here, in the foreground, on what would make the node fail.
     home.user_secret()?;
     node::load_config(home)?;
-    let print_ready = |mnt: &Path, pid: u32| {
-        print_kv(&[("Mounted", mnt.display().to_string()), ("Pid", pid.to_string())])
-    };
+    let print_ready =
+        |mnt: &Path, pid: u32| print_kv(&[("Mounted", mnt.display().to_string()), ("Pid", pid.to_string())]);
     if foreground {
         lock.record_pid(std::process::id());
         let m = mnt.clone();

@@ -122,10 +122,8 @@ impl Config {
     /// `io::ErrorKind::NotFound`, and whether that means "use the defaults"
     /// is the caller's choice. Otherwise as [`Config::parse`].
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
         Config::parse(&text, path)
     }
 
@@ -272,40 +270,24 @@ pub enum ConfigError {
     /// The file could not be read (missing, unreadable, not UTF-8). Nothing
     /// was parsed.
     #[error("cannot read {}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// Not valid TOML (including a key or table defined twice). `line` and
     /// `col` point at the offending text, 0 if toml gave no position.
     #[error("{}: {message}", location(path, *line, *col))]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        col: usize,
-        message: String,
-    },
+    Syntax { path: PathBuf, line: usize, col: usize, message: String },
     /// Valid TOML, but `key` (dotted, e.g. `storage.chunk_min`) is unknown,
     /// has the wrong type or an out-of-range value. `line` and `col` point at
     /// the value (at the key itself when it is unknown); a range error always
     /// names a key that is in the file, since the defaults are consistent.
     #[error("{}: {key}: {message}", location(path, *line, *col))]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        col: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, col: usize, key: String, message: String },
 }
 
 impl ConfigError {
     /// The file the error is about.
     pub fn path(&self) -> &Path {
         match self {
-            ConfigError::Io { path, .. }
-            | ConfigError::Syntax { path, .. }
-            | ConfigError::Invalid { path, .. } => path,
+            ConfigError::Io { path, .. } | ConfigError::Syntax { path, .. } | ConfigError::Invalid { path, .. } => path,
         }
     }
 
@@ -399,9 +381,7 @@ impl Default for NetworkConfig {
 
 impl Default for MountConfig {
     fn default() -> Self {
-        MountConfig {
-            allow_other: default_allow_other(),
-        }
+        MountConfig { allow_other: default_allow_other() }
     }
 }
 
@@ -463,10 +443,7 @@ fn default_price_per_gib_retrieval() -> f64 {
     0.5
 }
 fn default_listen() -> Vec<String> {
-    vec![
-        "/ip4/0.0.0.0/tcp/4701".to_owned(),
-        "/ip4/0.0.0.0/udp/4701/quic-v1".to_owned(),
-    ]
+    vec!["/ip4/0.0.0.0/tcp/4701".to_owned(), "/ip4/0.0.0.0/udp/4701/quic-v1".to_owned()]
 }
 fn default_mdns() -> bool {
     false
@@ -475,17 +452,11 @@ fn default_allow_other() -> bool {
     false
 }
 
-fn serialize_duration<S: Serializer>(
-    duration: &Duration,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_duration<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&HumanDuration(*duration))
 }
 
-fn serialize_data_dir<S: Serializer>(
-    dir: &Option<PathBuf>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
+fn serialize_data_dir<S: Serializer>(dir: &Option<PathBuf>, serializer: S) -> Result<S::Ok, S::Error> {
     match dir {
         Some(dir) => serializer.serialize_str(&dir.to_string_lossy()),
         None => serializer.serialize_str(""),
@@ -493,9 +464,5 @@ fn serialize_data_dir<S: Serializer>(
 }
 
 fn location(path: &Path, line: usize, col: usize) -> String {
-    if line == 0 {
-        path.display().to_string()
-    } else {
-        format!("{}:{line}:{col}", path.display())
-    }
+    if line == 0 { path.display().to_string() } else { format!("{}:{line}:{col}", path.display()) }
 }

@@ -82,14 +82,9 @@ impl FromStr for ByteSize {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, UnitError> {
-        let malformed = || UnitError::Malformed {
-            expected: SIZE_EXAMPLE,
-            got: text.to_owned(),
-        };
+        let malformed = || UnitError::Malformed { expected: SIZE_EXAMPLE, got: text.to_owned() };
         let trimmed = text.trim();
-        let digits_end = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(trimmed.len());
+        let digits_end = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
         let (digits, unit) = trimmed.split_at(digits_end);
         if digits.is_empty() {
             return Err(malformed());
@@ -104,22 +99,15 @@ impl FromStr for ByteSize {
                 .map(|(_, multiplier)| *multiplier)
                 .ok_or_else(malformed)?
         };
-        let too_large = || UnitError::TooLarge {
-            got: text.to_owned(),
-        };
+        let too_large = || UnitError::TooLarge { got: text.to_owned() };
         let count: u64 = digits.parse().map_err(|_| too_large())?;
-        count
-            .checked_mul(multiplier)
-            .map(ByteSize)
-            .ok_or_else(too_large)
+        count.checked_mul(multiplier).map(ByteSize).ok_or_else(too_large)
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let exact = SIZE_UNITS
-            .iter()
-            .find(|(_, multiplier)| self.0 != 0 && self.0.is_multiple_of(*multiplier));
+        let exact = SIZE_UNITS.iter().find(|(_, multiplier)| self.0 != 0 && self.0.is_multiple_of(*multiplier));
         match exact {
             Some((name, multiplier)) => write!(f, "{}{name}", self.0 / multiplier),
             None => write!(f, "{}B", self.0),
@@ -131,26 +119,17 @@ impl FromStr for HumanDuration {
     type Err = UnitError;
 
     fn from_str(text: &str) -> Result<Self, UnitError> {
-        let malformed = || UnitError::Malformed {
-            expected: DURATION_EXAMPLE,
-            got: text.to_owned(),
-        };
-        let too_large = || UnitError::TooLarge {
-            got: text.to_owned(),
-        };
+        let malformed = || UnitError::Malformed { expected: DURATION_EXAMPLE, got: text.to_owned() };
+        let too_large = || UnitError::TooLarge { got: text.to_owned() };
         let mut rest = text.trim();
         if rest.is_empty() {
             return Err(malformed());
         }
         let mut total_nanos: u64 = 0;
         while !rest.is_empty() {
-            let digits_end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
+            let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
             let (digits, after) = rest.split_at(digits_end);
-            let unit_end = after
-                .find(|c: char| !c.is_ascii_alphabetic())
-                .unwrap_or(after.len());
+            let unit_end = after.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(after.len());
             let (unit, after) = after.split_at(unit_end);
             let nanos_per_unit = DURATION_UNITS
                 .iter()
@@ -172,9 +151,7 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nanos = self.0.as_nanos();
-        let exact = DURATION_UNITS[1..]
-            .iter()
-            .find(|(_, unit)| nanos != 0 && nanos.is_multiple_of(u128::from(*unit)));
+        let exact = DURATION_UNITS[1..].iter().find(|(_, unit)| nanos != 0 && nanos.is_multiple_of(u128::from(*unit)));
         match exact {
             Some((name, unit)) => write!(f, "{}{name}", nanos / u128::from(*unit)),
             None => write!(f, "{}s", nanos / u128::from(NANOS_PER_SEC)),
@@ -203,9 +180,7 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(bytes))
             }
             fn visit_i64<E: de::Error>(self, bytes: i64) -> Result<ByteSize, E> {
-                u64::try_from(bytes)
-                    .map(ByteSize)
-                    .map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(bytes).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
             }
         }
         deserializer.deserialize_any(SizeVisitor)

@@ -21,8 +21,7 @@ pub(super) fn parse(text: &str, origin: &Path) -> Result<Config, ConfigError> {
     let table = DeTable::parse(text).map_err(|err| checker.syntax(&err))?;
     let mut keys = Vec::new();
     index_keys(table.get_ref(), "", &mut keys);
-    let raw = RawConfig::deserialize(toml::de::Deserializer::from(table))
-        .map_err(|err| checker.serde(&err, &keys))?;
+    let raw = RawConfig::deserialize(toml::de::Deserializer::from(table)).map_err(|err| checker.serde(&err, &keys))?;
     raw.validate(&checker)
 }
 
@@ -105,16 +104,8 @@ struct Field<T> {
 impl<T> Field<T> {
     fn new(key: &'static str, raw: Opt<T>, default: fn() -> T) -> Self {
         match raw {
-            Some(spanned) => Field {
-                key,
-                span: Some(spanned.span()),
-                value: spanned.into_inner(),
-            },
-            None => Field {
-                key,
-                value: default(),
-                span: None,
-            },
+            Some(spanned) => Field { key, span: Some(spanned.span()), value: spanned.into_inner() },
+            None => Field { key, value: default(), span: None },
         }
     }
 }
@@ -137,31 +128,17 @@ impl Checker<'_> {
         let Some(span) = span else { return (0, 0) };
         let before = self.text.get(..span.start).unwrap_or(self.text);
         let line_start = before.rfind('\n').map_or(0, |newline| newline + 1);
-        (
-            before.matches('\n').count() + 1,
-            before[line_start..].chars().count() + 1,
-        )
+        (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
     }
 
     fn syntax(&self, err: &toml::de::Error) -> ConfigError {
         let (line, col) = self.position(err.span());
-        ConfigError::Syntax {
-            path: self.path.to_path_buf(),
-            line,
-            col,
-            message: err.message().to_owned(),
-        }
+        ConfigError::Syntax { path: self.path.to_path_buf(), line, col, message: err.message().to_owned() }
     }
 
     fn invalid(&self, key: &str, span: Option<Range<usize>>, message: String) -> ConfigError {
         let (line, col) = self.position(span);
-        ConfigError::Invalid {
-            path: self.path.to_path_buf(),
-            line,
-            col,
-            key: key.to_owned(),
-            message,
-        }
+        ConfigError::Invalid { path: self.path.to_path_buf(), line, col, key: key.to_owned(), message }
     }
 
     /// Names the key a serde error is about: the deepest key whose name or
@@ -171,13 +148,9 @@ impl Checker<'_> {
         let Some(span) = err.span() else {
             return self.syntax(err);
         };
-        let holds = |range: &Range<usize>| {
-            range.start <= span.start && span.start < range.end.max(range.start + 1)
-        };
-        let found = keys
-            .iter()
-            .filter(|entry| holds(&entry.key) || holds(&entry.value))
-            .max_by_key(|entry| entry.path.len());
+        let holds = |range: &Range<usize>| range.start <= span.start && span.start < range.end.max(range.start + 1);
+        let found =
+            keys.iter().filter(|entry| holds(&entry.key) || holds(&entry.value)).max_by_key(|entry| entry.path.len());
         let Some(entry) = found else {
             return self.syntax(err);
         };
@@ -188,24 +161,13 @@ impl Checker<'_> {
             }
         } else {
             // serde names Rust types; the file has integers and numbers.
-            err.message()
-                .replace("expected i64", "expected an integer")
-                .replace("expected f64", "expected a number")
+            err.message().replace("expected i64", "expected an integer").replace("expected f64", "expected a number")
         };
         self.invalid(&entry.path, Some(span), message)
     }
 
-    fn ensure<T>(
-        &self,
-        ok: bool,
-        field: &Field<T>,
-        message: impl FnOnce() -> String,
-    ) -> Result<(), ConfigError> {
-        if ok {
-            Ok(())
-        } else {
-            Err(self.invalid(field.key, field.span.clone(), message()))
-        }
+    fn ensure<T>(&self, ok: bool, field: &Field<T>, message: impl FnOnce() -> String) -> Result<(), ConfigError> {
+        if ok { Ok(()) } else { Err(self.invalid(field.key, field.span.clone(), message())) }
     }
 
     /// An integer within `range`.
@@ -218,12 +180,7 @@ impl Checker<'_> {
             _ => Err(self.invalid(
                 field.key,
                 field.span.clone(),
-                format!(
-                    "must be between {} and {}, got {}",
-                    range.start(),
-                    range.end(),
-                    field.value
-                ),
+                format!("must be between {} and {}, got {}", range.start(), range.end(), field.value),
             )),
         }
     }
@@ -231,43 +188,28 @@ impl Checker<'_> {
     /// A price or budget: a finite number, 0 or more.
     fn credits(&self, field: &Field<f64>) -> Result<f64, ConfigError> {
         let ok = field.value.is_finite() && field.value >= 0.0;
-        self.ensure(ok, field, || {
-            format!("must be 0 or more credits, got {}", field.value)
-        })?;
+        self.ensure(ok, field, || format!("must be 0 or more credits, got {}", field.value))?;
         Ok(field.value)
     }
 
     /// A share or score: 0.0 to 1.0.
     fn fraction(&self, field: &Field<f64>) -> Result<f64, ConfigError> {
         let ok = (0.0..=1.0).contains(&field.value);
-        self.ensure(ok, field, || {
-            format!("must be between 0.0 and 1.0, got {}", field.value)
-        })?;
+        self.ensure(ok, field, || format!("must be between 0.0 and 1.0, got {}", field.value))?;
         Ok(field.value)
     }
 
     fn positive(&self, field: &Field<HumanDuration>) -> Result<Duration, ConfigError> {
-        self.ensure(!field.value.0.is_zero(), field, || {
-            "must be more than 0".to_owned()
-        })?;
+        self.ensure(!field.value.0.is_zero(), field, || "must be more than 0".to_owned())?;
         Ok(field.value.0)
     }
 
     /// One of fastcdc v2020's chunk-size bounds; fastcdc also wants them even.
-    fn chunk_size(
-        &self,
-        field: &Field<ByteSize>,
-        (low, high): (usize, usize),
-    ) -> Result<(), ConfigError> {
+    fn chunk_size(&self, field: &Field<ByteSize>, (low, high): (usize, usize)) -> Result<(), ConfigError> {
         // usize to u64 is lossless on every target pactfs builds for.
         let (low, high) = (ByteSize(low as u64), ByteSize(high as u64));
         let ok = (low..=high).contains(&field.value) && field.value.bytes().is_multiple_of(2);
-        self.ensure(ok, field, || {
-            format!(
-                "must be an even size from {low} to {high}, got {}",
-                field.value
-            )
-        })
+        self.ensure(ok, field, || format!("must be an even size from {low} to {high}, got {}", field.value))
     }
 
     /// `first <= second` (`<` if `strict`), blaming `first` unless only
@@ -278,23 +220,11 @@ impl Checker<'_> {
         second: &Field<T>,
         strict: bool,
     ) -> Result<(), ConfigError> {
-        let ok = if strict {
-            first.value < second.value
-        } else {
-            first.value <= second.value
-        };
+        let ok = if strict { first.value < second.value } else { first.value <= second.value };
         let relation = if strict { "less than" } else { "at most" };
-        let message = || {
-            format!(
-                "{} ({}) must be {relation} {} ({})",
-                first.key, first.value, second.key, second.value
-            )
-        };
-        let blamed = if first.span.is_none() && second.span.is_some() {
-            second
-        } else {
-            first
-        };
+        let message =
+            || format!("{} ({}) must be {relation} {} ({})", first.key, first.value, second.key, second.value);
+        let blamed = if first.span.is_none() && second.span.is_some() { second } else { first };
         self.ensure(ok, blamed, message)
     }
 
@@ -309,17 +239,10 @@ impl Checker<'_> {
         let Some(raw) = raw else { return Ok(default()) };
         raw.into_iter()
             .map(|address| {
-                let field = Field {
-                    key,
-                    span: Some(address.span()),
-                    value: address.into_inner(),
-                };
+                let field = Field { key, span: Some(address.span()), value: address.into_inner() };
                 let ok = field.value.starts_with('/') && field.value.contains(must_contain);
                 self.ensure(ok, &field, || {
-                    format!(
-                        "expected a multiaddr containing {must_contain:?}, got {:?}",
-                        field.value
-                    )
+                    format!("expected a multiaddr containing {must_contain:?}, got {:?}", field.value)
                 })?;
                 Ok(field.value)
             })
@@ -335,18 +258,14 @@ impl RawConfig {
             market: self.market.validate(ck)?,
             provider: self.provider.validate(ck)?,
             network: self.network.validate(ck)?,
-            mount: MountConfig {
-                allow_other: self.mount.allow_other.unwrap_or_else(default_allow_other),
-            },
+            mount: MountConfig { allow_other: self.mount.allow_other.unwrap_or_else(default_allow_other) },
         })
     }
 }
 
 impl RawStorage {
     fn validate(self, ck: &Checker) -> Result<StorageConfig, ConfigError> {
-        let replication = Field::new("storage.replication", self.replication, || {
-            i64::from(default_replication())
-        });
+        let replication = Field::new("storage.replication", self.replication, || i64::from(default_replication()));
         let replication = ck.count(&replication, 1..=MAX_REPLICATION)?;
         let chunk_min = Field::new("storage.chunk_min", self.chunk_min, default_chunk_min);
         let chunk_avg = Field::new("storage.chunk_avg", self.chunk_avg, default_chunk_avg);
@@ -357,9 +276,7 @@ impl RawStorage {
         ck.ordered(&chunk_min, &chunk_avg, false)?;
         ck.ordered(&chunk_avg, &chunk_max, false)?;
         let capacity = Field::new("storage.capacity", self.capacity, default_capacity);
-        ck.ensure(capacity.value.bytes() > 0, &capacity, || {
-            "must be more than 0".to_owned()
-        })?;
+        ck.ensure(capacity.value.bytes() > 0, &capacity, || "must be more than 0".to_owned())?;
         Ok(StorageConfig {
             replication,
             chunk_min: chunk_min.value,
@@ -395,16 +312,8 @@ impl RawBudget {
 
 impl RawMarket {
     fn validate(self, ck: &Checker) -> Result<MarketConfig, ConfigError> {
-        let promise_duration = Field::new(
-            "market.promise_duration",
-            self.promise_duration,
-            default_promise_duration,
-        );
-        let renew_window = Field::new(
-            "market.renew_window",
-            self.renew_window,
-            default_renew_window,
-        );
+        let promise_duration = Field::new("market.promise_duration", self.promise_duration, default_promise_duration);
+        let renew_window = Field::new("market.renew_window", self.renew_window, default_renew_window);
         let promise_duration_checked = ck.positive(&promise_duration)?;
         ck.ordered(&renew_window, &promise_duration, true)?;
         Ok(MarketConfig {
@@ -425,13 +334,7 @@ impl RawMarket {
                 self.explore_share,
                 default_explore_share,
             ))?,
-            repair_grace: Field::new(
-                "market.repair_grace",
-                self.repair_grace,
-                default_repair_grace,
-            )
-            .value
-            .0,
+            repair_grace: Field::new("market.repair_grace", self.repair_grace, default_repair_grace).value.0,
         })
     }
 }
@@ -439,21 +342,15 @@ impl RawMarket {
 impl RawProvider {
     fn validate(self, ck: &Checker) -> Result<ProviderConfig, ConfigError> {
         let enabled = self.enabled.unwrap_or_else(default_provider_enabled);
-        let capacity = Field::new(
-            "provider.capacity",
-            self.capacity,
-            default_provider_capacity,
-        );
+        let capacity = Field::new("provider.capacity", self.capacity, default_provider_capacity);
         ck.ensure(!enabled || capacity.value.bytes() > 0, &capacity, || {
             "must be more than 0 when the provider is enabled".to_owned()
         })?;
         let data_dir = Field::new("provider.data_dir", self.data_dir, String::new);
         // A relative path would depend on the directory pactfs starts in.
-        ck.ensure(
-            data_dir.value.is_empty() || Path::new(&data_dir.value).is_absolute(),
-            &data_dir,
-            || format!("must be an absolute path or \"\", got {:?}", data_dir.value),
-        )?;
+        ck.ensure(data_dir.value.is_empty() || Path::new(&data_dir.value).is_absolute(), &data_dir, || {
+            format!("must be an absolute path or \"\", got {:?}", data_dir.value)
+        })?;
         Ok(ProviderConfig {
             enabled,
             capacity: capacity.value,
@@ -486,18 +383,10 @@ impl RawNetwork {
 /// Records every dotted key of `table` with the spans of its name and value.
 fn index_keys(table: &DeTable<'_>, prefix: &str, out: &mut Vec<KeySpan>) {
     for (key, value) in table {
-        let path = if prefix.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{prefix}.{}", key.get_ref())
-        };
+        let path = if prefix.is_empty() { key.get_ref().to_string() } else { format!("{prefix}.{}", key.get_ref()) };
         if let DeValue::Table(inner) = value.get_ref() {
             index_keys(inner, &path, out);
         }
-        out.push(KeySpan {
-            path,
-            key: key.span(),
-            value: value.span(),
-        });
+        out.push(KeySpan { path, key: key.span(), value: value.span() });
     }
 }

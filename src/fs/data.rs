@@ -12,9 +12,9 @@
 use super::cache;
 use super::overlay::Overlay;
 use super::{Drive, FsError, write_commit};
-use crate::store::Store;
 use crate::chunk::ManifestEntry;
 use crate::store::Stamp;
+use crate::store::Store;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -47,6 +47,9 @@ impl Job {
             .collect()
     }
 }
+
+/// A sealed chunk: its manifest entry and its stored bytes.
+pub type Sealed = (ManifestEntry, Vec<u8>);
 
 /// One manifest splice, kept to undo it if its commit fails.
 struct Splice {
@@ -282,8 +285,7 @@ impl FileState {
                 }
                 let i = self.manifest.partition_point(|e| e.end() <= start);
                 let j = self.manifest.partition_point(|e| e.offset < end);
-                let removed: Vec<ManifestEntry> =
-                    self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
+                let removed: Vec<ManifestEntry> = self.manifest.splice(i..j, sealed.iter().map(|(e, _)| *e)).collect();
                 undo.push(Splice { at: i, added: sealed.len(), removed: removed.clone() });
                 self.removed.extend(removed);
                 sealed_all.extend(sealed);
@@ -339,7 +341,7 @@ impl FileState {
         de: u64,
         final_cut: bool,
         floor: u64,
-    ) -> Result<(u64, u64, Vec<(ManifestEntry, Vec<u8>)>), FsError> {
+    ) -> Result<(u64, u64, Vec<Sealed>), FsError> {
         let max = u64::from(drive.chunker.sizes().max);
         // Never re-cut chunks this commit has just made (not stored yet).
         let start = self.recut_start(ds).max(floor);

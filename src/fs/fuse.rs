@@ -4,7 +4,7 @@
 //! errno in one place ([`errno`]), and picks the kernel cache timeouts.
 
 use super::namespace::{SetAttr, SetTime};
-use super::{Caller, Drive, FsError, BLOCK_SIZE, NAME_MAX};
+use super::{BLOCK_SIZE, Caller, Drive, FsError, NAME_MAX};
 use crate::store::{Inode, Kind};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
@@ -119,7 +119,8 @@ impl Filesystem for PactFs {
         if let Err(max) = config.set_max_readahead(MAX_WRITE) {
             let _ = config.set_max_readahead(max);
         }
-        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_READDIRPLUS_AUTO, InitFlags::FUSE_PARALLEL_DIROPS] {
+        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_READDIRPLUS_AUTO, InitFlags::FUSE_PARALLEL_DIROPS]
+        {
             let _ = config.add_capabilities(flag);
         }
         Ok(())
@@ -174,7 +175,16 @@ impl Filesystem for PactFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let kind = match mode & libc::S_IFMT {
             libc::S_IFREG | 0 => Kind::File,
             libc::S_IFIFO => Kind::Fifo,
@@ -199,7 +209,10 @@ impl Filesystem for PactFs {
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        reply_entry(reply, self.drive.symlink(caller(req), parent.0, link_name.as_bytes(), target.as_os_str().as_bytes()));
+        reply_entry(
+            reply,
+            self.drive.symlink(caller(req), parent.0, link_name.as_bytes(), target.as_os_str().as_bytes()),
+        );
     }
 
     fn rename(
@@ -329,10 +342,28 @@ impl Filesystem for PactFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.drive.statfs();
-        reply.statfs(s.blocks, s.blocks_free, s.blocks_free, s.files, s.files_free, BLOCK_SIZE, NAME_MAX as u32, BLOCK_SIZE);
+        reply.statfs(
+            s.blocks,
+            s.blocks_free,
+            s.blocks_free,
+            s.files,
+            s.files_free,
+            BLOCK_SIZE,
+            NAME_MAX as u32,
+            BLOCK_SIZE,
+        );
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         reply_empty(reply, self.drive.setxattr(ino.0, name.as_bytes(), value, flags));
     }
 
@@ -371,14 +402,32 @@ impl Filesystem for PactFs {
         }
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
         match self.drive.create(caller(req), parent.0, name.as_bytes(), mode) {
             Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
         // Space is not reserved ahead (chunks are content-addressed), so
         // only the size-extending form is honoured; it is what tools use.
         if mode != 0 {

@@ -308,7 +308,12 @@ impl Drive {
         let bs = u64::from(BLOCK_SIZE);
         let blocks = self.capacity / bs;
         let used = self.store.used_bytes().div_ceil(bs);
-        FsStats { blocks, blocks_free: blocks.saturating_sub(used), files: u32::MAX as u64, files_free: u32::MAX as u64 }
+        FsStats {
+            blocks,
+            blocks_free: blocks.saturating_sub(used),
+            files: u32::MAX as u64,
+            files_free: u32::MAX as u64,
+        }
     }
 
     fn open_state(&self, ino: u64) -> Option<Arc<FileCell>> {
@@ -364,12 +369,12 @@ impl Drive {
         };
         if truncate {
             let mut st = self.settle(&cell);
-            if st.size != 0 {
-                if let Err(e) = st.truncate(self, 0) {
-                    drop(st);
-                    self.close_state(ino)?;
-                    return Err(e);
-                }
+            if st.size != 0
+                && let Err(e) = st.truncate(self, 0)
+            {
+                drop(st);
+                self.close_state(ino)?;
+                return Err(e);
             }
         }
         Ok(self.new_handle(Handle::File { ino }))

@@ -107,7 +107,15 @@ impl Drive {
     }
 
     /// Creates a node of any kind but a directory or symlink.
-    pub fn mknod(&self, caller: Caller, parent: u64, name: &[u8], kind: Kind, perm: u32, rdev: u32) -> Result<Inode, FsError> {
+    pub fn mknod(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        perm: u32,
+        rdev: u32,
+    ) -> Result<Inode, FsError> {
         self.make_node(caller, parent, name, kind, perm, rdev, None)
     }
 
@@ -231,7 +239,14 @@ impl Drive {
 
     /// Lowers a non-directory's link count; at zero it is deleted at once,
     /// or at its last close when it is open. Returns inodes deleted.
-    fn drop_link(&self, txn: &mut Txn<'_>, changes: &mut Changes<'_>, ino: u64, is_open: bool, now: Stamp) -> Result<Vec<u64>, FsError> {
+    fn drop_link(
+        &self,
+        txn: &mut Txn<'_>,
+        changes: &mut Changes<'_>,
+        ino: u64,
+        is_open: bool,
+        now: Stamp,
+    ) -> Result<Vec<u64>, FsError> {
         let inode = changes.get(ino)?;
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = now;
@@ -365,7 +380,11 @@ impl Drive {
         if let Some(size) = attr.size {
             self.with_state(ino, |st| st.truncate(self, size))?;
         }
-        let changes_meta = attr.mode.is_some() || attr.uid.is_some() || attr.gid.is_some() || attr.atime.is_some() || attr.mtime.is_some();
+        let changes_meta = attr.mode.is_some()
+            || attr.uid.is_some()
+            || attr.gid.is_some()
+            || attr.atime.is_some()
+            || attr.mtime.is_some();
         if !changes_meta {
             return self.getattr(ino);
         }

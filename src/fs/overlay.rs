@@ -27,13 +27,8 @@ impl Overlay {
         }
         let end = off + data.len() as u64;
         // Every range that overlaps or touches [off, end].
-        let touching: Vec<u64> = self
-            .ranges
-            .range(..=end)
-            .rev()
-            .take_while(|(s, v)| **s + v.len() as u64 >= off)
-            .map(|(s, _)| *s)
-            .collect();
+        let touching: Vec<u64> =
+            self.ranges.range(..=end).rev().take_while(|(s, v)| **s + v.len() as u64 >= off).map(|(s, _)| *s).collect();
         let Some(&base_start) = touching.last() else {
             self.bytes += data.len();
             self.ranges.insert(off, data.to_vec());
@@ -73,8 +68,7 @@ impl Overlay {
             let a = (*s).max(off);
             let b = (s + v.len() as u64).min(end);
             if a < b {
-                buf[(a - off) as usize..(b - off) as usize]
-                    .copy_from_slice(&v[(a - s) as usize..(b - s) as usize]);
+                buf[(a - off) as usize..(b - off) as usize].copy_from_slice(&v[(a - s) as usize..(b - s) as usize]);
             }
         }
     }
@@ -206,7 +200,7 @@ mod tests {
         assert_eq!(o.bytes(), 8);
         o.truncate(7);
         assert_eq!(o.clusters(0), vec![(0, 3), (5, 7)]);
-        assert_eq!(read(&o, 0, 10), b"012\0\056\0\0\0");
+        assert_eq!(read(&o, 0, 10), b"012\x00\x0056\x00\x00\x00");
         assert_eq!(o.clusters(2), vec![(0, 7)]);
         o.remove_range(0, 100);
         assert!(o.is_empty());

@@ -25,10 +25,7 @@ impl Home {
 
     /// The XDG-style split under a user's home directory.
     pub fn split(user_home: &Path) -> Home {
-        Home {
-            config_dir: user_home.join(".config/pactfs"),
-            data_dir: user_home.join(".local/share/pactfs"),
-        }
+        Home { config_dir: user_home.join(".config/pactfs"), data_dir: user_home.join(".local/share/pactfs") }
     }
 
     pub fn config_file(&self) -> PathBuf {
@@ -103,7 +100,8 @@ pub fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeErr
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().map_or("pactfs".into(), |n| n.to_string_lossy())));
     let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
     f.write_all(bytes).and_then(|()| f.sync_all()).map_err(|e| NodeError::io(&tmp, e))?;
     let linked = fs::hard_link(&tmp, path).map_err(|e| NodeError::io(path, e));
     let _ = fs::remove_file(&tmp);

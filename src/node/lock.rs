@@ -32,7 +32,12 @@ impl HomeLock {
     pub fn acquire(home: &Home) -> Result<HomeLock, NodeError> {
         let path = home.lock_file();
         std::fs::create_dir_all(&home.data_dir).map_err(|e| NodeError::io(&home.data_dir, e))?;
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
             .map_err(|e| NodeError::io(&path, e))?;
         let started = Instant::now();
         loop {

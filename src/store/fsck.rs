@@ -74,7 +74,11 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         if orphan {
             note(&mut report, format!("inode {ino} is not in any directory"));
             batch.delete_cf(store.cf("inodes"), records::ino_key(*ino));
-            batch.delete_range_cf(store.cf("manifests"), records::manifest_key(*ino, 0), records::manifest_key(*ino + 1, 0));
+            batch.delete_range_cf(
+                store.cf("manifests"),
+                records::manifest_key(*ino, 0),
+                records::manifest_key(*ino + 1, 0),
+            );
             continue;
         }
         let want = match inode.kind {
@@ -96,7 +100,8 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
     let mut seen: HashSet<ChunkId> = HashSet::new();
     // Reading every body is the long part: report it against the index's
     // own estimate of how many chunks there are.
-    let estimate = store.db.property_int_value_cf(store.cf("chunks"), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0);
+    let estimate =
+        store.db.property_int_value_cf(store.cf("chunks"), "rocksdb.estimate-num-keys").ok().flatten().unwrap_or(0);
     for item in store.db.iterator_cf(store.cf("chunks"), IteratorMode::Start) {
         let (k, v) = item?;
         report.chunks += 1;
@@ -140,7 +145,9 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
     }
     for id in expected_refs.keys() {
         if !seen.contains(id) {
-            report.findings.push(Finding { what: format!("chunk {id} is named by a file but missing"), repaired: false });
+            report
+                .findings
+                .push(Finding { what: format!("chunk {id} is named by a file but missing"), repaired: false });
         }
     }
 
@@ -159,7 +166,6 @@ fn recount_packs(store: &Store) -> Result<(), StoreError> {
         if let Ok(rec) = records::decode_chunk(&v) {
             *live.entry(rec.pack).or_default() += u64::from(rec.len);
         }
-
     }
     let mut batch = WriteBatch::default();
     let mut used = 0;

@@ -200,7 +200,7 @@ impl Store {
             mtime: now,
             ctime: now,
             crtime: now,
-        symlink: None,
+            symlink: None,
         };
         let mut txn = self.begin();
         txn.put_inode(&root);

@@ -146,7 +146,8 @@ impl Store {
         let mut batch = WriteBatch::default();
         let mut moved_total = 0u64;
         let mut per_pack: HashMap<u32, u64> = HashMap::new();
-        for item in self.db.iterator_cf(self.cf("pack_index"), IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+        for item in self.db.iterator_cf(self.cf("pack_index"), IteratorMode::From(&prefix, rocksdb::Direction::Forward))
+        {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
@@ -191,7 +192,11 @@ impl Store {
 
     /// [`Store::fsck`], calling `progress(chunks checked, chunks estimated)`
     /// as it reads chunk bodies (best effort: the estimate may be off).
-    pub fn fsck_with_progress(&self, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<FsckReport, StoreError> {
+    pub fn fsck_with_progress(
+        &self,
+        repair: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<FsckReport, StoreError> {
         // Orphans are released the way the node does at start, so that
         // their chunks do not show up as damage.
         let swept = if repair { self.sweep_orphans()? } else { 0 };

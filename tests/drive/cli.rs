@@ -49,7 +49,8 @@ fn config_show_prints_the_effective_config() {
     let toml = stdout_of(&d.pactfs_ok(&["config", "show"]));
     assert!(toml.contains("capacity = \"10GiB\""), "{toml}");
     assert!(toml.contains("[network]") && toml.contains("mode = \"hybrid\""), "{toml}");
-    let json: serde_json::Value = serde_json::from_str(&stdout_of(&d.pactfs_ok(&["config", "show", "--json"]))).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout_of(&d.pactfs_ok(&["config", "show", "--json"]))).unwrap();
     assert_eq!(json["storage"]["replication"], 3);
 }
 

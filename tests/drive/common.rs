@@ -71,7 +71,8 @@ impl Drive {
         };
         let out = drive.pactfs_ok(&["init"]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let config = key_value(&stdout, "Config").unwrap_or_else(|| panic!("init printed no `Config:` line:\n{stdout}"));
+        let config =
+            key_value(&stdout, "Config").unwrap_or_else(|| panic!("init printed no `Config:` line:\n{stdout}"));
         assert_eq!(Path::new(&config), drive.config, "with --home the config file lives in the home");
         assert!(drive.config.is_file(), "init printed Config: {config} but it is not a file");
         assert!(key_value(&stdout, "Node key").is_some(), "init printed no `Node key:` line:\n{stdout}");
@@ -122,10 +123,15 @@ impl Drive {
         if let Some(pid) = key_value(&stdout, "Pid") {
             self.pid = Some(pid.parse().unwrap_or_else(|_| panic!("bad `Pid:` line in:\n{stdout}")));
         }
-        let mounted = key_value(&stdout, "Mounted").unwrap_or_else(|| panic!("mount printed no `Mounted:` line:\n{stdout}"));
+        let mounted =
+            key_value(&stdout, "Mounted").unwrap_or_else(|| panic!("mount printed no `Mounted:` line:\n{stdout}"));
         assert_eq!(Path::new(&mounted), self.mnt, "`Mounted:` names the absolute mount point");
         let pid = self.pid.unwrap_or_else(|| panic!("mount printed no `Pid:` line:\n{stdout}"));
-        assert!(is_mounted(&self.mnt), "`pactfs mount` returned but {} is not in /proc/self/mountinfo", self.mnt.display());
+        assert!(
+            is_mounted(&self.mnt),
+            "`pactfs mount` returned but {} is not in /proc/self/mountinfo",
+            self.mnt.display()
+        );
         assert!(!process_gone(pid), "`pactfs mount` returned but daemon pid {pid} is not running");
     }
 
@@ -167,7 +173,10 @@ impl Drive {
     /// One integer field of `stats --json`.
     pub fn stat(&mut self, field: &str) -> u64 {
         let stats = self.stats();
-        stats.get(field).and_then(|v| v.as_u64()).unwrap_or_else(|| panic!("stats --json has no integer `{field}`: {stats}"))
+        stats
+            .get(field)
+            .and_then(|v| v.as_u64())
+            .unwrap_or_else(|| panic!("stats --json has no integer `{field}`: {stats}"))
     }
 
     /// Sets `key = value` (value is TOML, e.g. `"10GiB"` with quotes) in `[section]` of config.toml.
@@ -494,15 +503,15 @@ pub fn set_times(path: &Path, secs: u64, nanos: u32) {
 
 /// Sizes at the edges, each with why it is interesting.
 pub const TREE_FILES: &[(&str, usize)] = &[
-    ("empty", 0),                          // no chunk at all
-    ("one", 1),                            // smallest non-empty file
-    ("page_minus", 4095),                  // one below a page / FUSE block
-    ("page", 4096),                        // exactly one page
-    ("page_plus", 4097),                   // one above a page
+    ("empty", 0),                         // no chunk at all
+    ("one", 1),                           // smallest non-empty file
+    ("page_minus", 4095),                 // one below a page / FUSE block
+    ("page", 4096),                       // exactly one page
+    ("page_plus", 4097),                  // one above a page
     ("a/chunk_min_minus", 256 * KIB - 1), // one below chunk_min: still one chunk
-    ("a/chunk_min", 256 * KIB),            // exactly chunk_min
-    ("a/b/avg_plus", MIB + 1),             // just above chunk_avg
-    ("a/b/c/max_plus", 5 * MIB),           // above chunk_max: at least two chunks
+    ("a/chunk_min", 256 * KIB),           // exactly chunk_min
+    ("a/b/avg_plus", MIB + 1),            // just above chunk_avg
+    ("a/b/c/max_plus", 5 * MIB),          // above chunk_max: at least two chunks
 ];
 /// Several chunks of every size; left out of trees built with `with_big = false`.
 pub const TREE_BIG: (&str, usize) = ("a/b/c/big", 20 * MIB);
@@ -515,7 +524,8 @@ pub fn make_tree(root: &Path, with_big: bool) -> Vec<(String, char)> {
     let mut entries: Vec<(String, char)> = Vec::new();
     for dir in ["", "a", "a/b", "a/b/c", "emptydir", "private"] {
         fs::create_dir(root.join(dir)).unwrap_or_else(|e| panic!("mkdir {dir}: {e}"));
-        fs::set_permissions(root.join(dir), fs::Permissions::from_mode(if dir == "private" { 0o700 } else { 0o755 })).unwrap();
+        fs::set_permissions(root.join(dir), fs::Permissions::from_mode(if dir == "private" { 0o700 } else { 0o755 }))
+            .unwrap();
         if !dir.is_empty() {
             entries.push((dir.to_owned(), 'd'));
         }
@@ -527,7 +537,11 @@ pub fn make_tree(root: &Path, with_big: bool) -> Vec<(String, char)> {
     files.extend([("a/secret", 100), ("a/b/script.sh", 300), ("private/note", 10)]);
     for (seed, (rel, size)) in files.iter().enumerate() {
         fs::write(root.join(rel), test_data(seed as u64 + 1, *size)).unwrap_or_else(|e| panic!("write {rel}: {e}"));
-        let mode = match *rel { "a/secret" => 0o600, "a/b/script.sh" => 0o755, _ => 0o644 };
+        let mode = match *rel {
+            "a/secret" => 0o600,
+            "a/b/script.sh" => 0o755,
+            _ => 0o644,
+        };
         fs::set_permissions(root.join(rel), fs::Permissions::from_mode(mode)).unwrap();
         entries.push((rel.to_string(), 'f'));
     }
@@ -571,7 +585,11 @@ pub fn compare_trees(want_root: &Path, got_root: &Path, check: Compare) {
         }
         if w.file_type().is_symlink() {
             if fs::read_link(&w_path).ok() != fs::read_link(&g_path).ok() {
-                problems.push(format!("{rel}: symlink target {:?} != {:?}", fs::read_link(&g_path).ok(), fs::read_link(&w_path).ok()));
+                problems.push(format!(
+                    "{rel}: symlink target {:?} != {:?}",
+                    fs::read_link(&g_path).ok(),
+                    fs::read_link(&w_path).ok()
+                ));
             }
             continue;
         }
@@ -582,7 +600,13 @@ pub fn compare_trees(want_root: &Path, got_root: &Path, check: Compare) {
             problems.push(format!("{rel}: owner {}:{} != {}:{}", g.uid(), g.gid(), w.uid(), w.gid()));
         }
         if check.mtimes && (w.mtime(), w.mtime_nsec()) != (g.mtime(), g.mtime_nsec()) {
-            problems.push(format!("{rel}: mtime {}.{:09} != {}.{:09}", g.mtime(), g.mtime_nsec(), w.mtime(), w.mtime_nsec()));
+            problems.push(format!(
+                "{rel}: mtime {}.{:09} != {}.{:09}",
+                g.mtime(),
+                g.mtime_nsec(),
+                w.mtime(),
+                w.mtime_nsec()
+            ));
         }
         if w.is_file() {
             if check.nlink && w.nlink() != g.nlink() {
@@ -598,7 +622,13 @@ pub fn compare_trees(want_root: &Path, got_root: &Path, check: Compare) {
             }
         }
     }
-    assert!(problems.is_empty(), "{} differs from {}:\n{}", got_root.display(), want_root.display(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} differs from {}:\n{}",
+        got_root.display(),
+        want_root.display(),
+        problems.join("\n")
+    );
 }
 
 /// Relative paths of everything under `root`, sorted, not following symlinks.

@@ -30,7 +30,8 @@ fn fsynced_data_survives_kill9() {
     sync_dir(&d.mnt);
     fs::create_dir(d.path("dir/empty_sub")).unwrap();
     sync_dir(&d.path("dir"));
-    let synced = [("dir/zero", 0), ("dir/one", 1), ("dir/page_plus", 4097), ("dir/avg_plus", MIB + 1), ("dir/big", 9 * MIB)];
+    let synced =
+        [("dir/zero", 0), ("dir/one", 1), ("dir/page_plus", 4097), ("dir/avg_plus", MIB + 1), ("dir/big", 9 * MIB)];
     for (idx, (rel, size)) in synced.iter().enumerate() {
         write_synced(&d.path(rel), &test_data(200 + idx as u64, *size));
     }
@@ -166,7 +167,10 @@ fn umount_and_remount_keep_everything() {
         compare_trees(&tree, &d.path("tree"), full);
         let xattr = run("getfattr", &["-n", "user.kept", "--only-values", s(&d.path("tree/one"))], None);
         assert_eq!(xattr.stdout, b"across-remount", "xattr after remount (cycle {cycle})");
-        let (a, b) = (fs::symlink_metadata(d.path("tree/page_plus")).unwrap(), fs::symlink_metadata(d.path("tree/a/hard")).unwrap());
+        let (a, b) = (
+            fs::symlink_metadata(d.path("tree/page_plus")).unwrap(),
+            fs::symlink_metadata(d.path("tree/a/hard")).unwrap(),
+        );
         assert_eq!((a.ino(), b.ino(), a.nlink()), (inode, inode, 2), "hard link and inode number after remount");
     }
     d.unmount();
@@ -179,13 +183,20 @@ fn identical_content_is_stored_once() {
     let data = test_data(500, 8 * MIB);
     write_synced(&d.path("first"), &data);
     let (chunks_before, saved_before) = (d.stat("chunks"), d.stat("dedup_saved_bytes"));
-    assert!(chunks_before >= 2, "8 MiB is more than one chunk at chunk_max 4 MiB, yet stats shows {chunks_before} chunks");
+    assert!(
+        chunks_before >= 2,
+        "8 MiB is more than one chunk at chunk_max 4 MiB, yet stats shows {chunks_before} chunks"
+    );
     fs::create_dir(d.path("elsewhere")).unwrap();
     write_synced(&d.path("elsewhere/second"), &data);
     let stats = d.stats();
-    let field = |name: &str| stats[name].as_u64().unwrap_or_else(|| panic!("stats --json has no integer `{name}`: {stats}"));
+    let field =
+        |name: &str| stats[name].as_u64().unwrap_or_else(|| panic!("stats --json has no integer `{name}`: {stats}"));
     assert_eq!(field("chunks"), chunks_before, "a second copy of the same bytes must add no chunk: {stats}");
-    assert!(field("dedup_saved_bytes") >= saved_before + 8 * MIB as u64, "dedup_saved_bytes grew by less than 8 MiB: {stats}");
+    assert!(
+        field("dedup_saved_bytes") >= saved_before + 8 * MIB as u64,
+        "dedup_saved_bytes grew by less than 8 MiB: {stats}"
+    );
     assert_file(&d.path("first"), &data);
     assert_file(&d.path("elsewhere/second"), &data);
     d.unmount();

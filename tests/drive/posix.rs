@@ -30,9 +30,12 @@ fn assert_errno<T: Debug>(result: io::Result<T>, want: i32, what: &str) {
 }
 
 fn renameat2(old: &Path, new: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let (old, new) = (CString::new(old.as_os_str().as_bytes()).unwrap(), CString::new(new.as_os_str().as_bytes()).unwrap());
+    let (old, new) =
+        (CString::new(old.as_os_str().as_bytes()).unwrap(), CString::new(new.as_os_str().as_bytes()).unwrap());
     // SAFETY: two valid NUL-terminated paths, relative to the cwd fd.
-    let rc = unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, old.as_ptr(), libc::AT_FDCWD, new.as_ptr(), flags) };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, old.as_ptr(), libc::AT_FDCWD, new.as_ptr(), flags)
+    };
     if rc == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
@@ -158,7 +161,11 @@ fn renameat2_noreplace() {
     d.mount();
     fs::write(d.path("a"), b"A").unwrap();
     fs::write(d.path("b"), b"B").unwrap();
-    assert_errno(renameat2(&d.path("a"), &d.path("b"), libc::RENAME_NOREPLACE), libc::EEXIST, "RENAME_NOREPLACE onto b");
+    assert_errno(
+        renameat2(&d.path("a"), &d.path("b"), libc::RENAME_NOREPLACE),
+        libc::EEXIST,
+        "RENAME_NOREPLACE onto b",
+    );
     assert_file(&d.path("a"), b"A");
     assert_file(&d.path("b"), b"B");
     renameat2(&d.path("a"), &d.path("c"), libc::RENAME_NOREPLACE).expect("RENAME_NOREPLACE onto a free name");
@@ -181,8 +188,16 @@ fn renameat2_exchange() {
     assert_file(&d.path("two/file/child"), b"child");
     assert_file(&d.path("one/dir"), &test_data(3, 70_000));
     assert_eq!((meta(&d.path("two/file")).ino(), meta(&d.path("one/dir")).ino()), (dir_ino, file_ino));
-    assert_eq!((meta(&d.path("one")).nlink(), meta(&d.path("two")).nlink()), (2, 3), "the subdir moved from one to two");
-    assert_errno(renameat2(&d.path("one/dir"), &d.path("nope"), libc::RENAME_EXCHANGE), libc::ENOENT, "exchange with a missing name");
+    assert_eq!(
+        (meta(&d.path("one")).nlink(), meta(&d.path("two")).nlink()),
+        (2, 3),
+        "the subdir moved from one to two"
+    );
+    assert_errno(
+        renameat2(&d.path("one/dir"), &d.path("nope"), libc::RENAME_EXCHANGE),
+        libc::ENOENT,
+        "exchange with a missing name",
+    );
     d.unmount();
 }
 
@@ -344,8 +359,11 @@ fn sparse_file_reads_zeros() {
     let got = fs::read(&path).unwrap();
     assert_eq!(got.len() as u64, offset + 3);
     assert_eq!(&got[got.len() - 3..], b"end");
-    assert!(got[..got.len() - 3].iter().all(|&b| b == 0), "the hole reads back as zeros (first non-zero at {:?})",
-        got[..got.len() - 3].iter().position(|&b| b != 0));
+    assert!(
+        got[..got.len() - 3].iter().all(|&b| b == 0),
+        "the hole reads back as zeros (first non-zero at {:?})",
+        got[..got.len() - 3].iter().position(|&b| b != 0)
+    );
     d.unmount();
 }
 
@@ -375,8 +393,15 @@ fn overwrites_inside_a_file_keep_the_rest() {
     fs::write(&path, &model).unwrap();
     let file = OpenOptions::new().write(true).open(&path).unwrap();
     // Patches at block and chunk-size edges, plus one that extends the file.
-    let patches: [(usize, usize); 7] =
-        [(0, 1), (4095, 2), (256 * KIB - 1, 3), (MIB, 64 * KIB), (4 * MIB - 10, 20), (9 * MIB - 1, 1), (9 * MIB - 5, 10)];
+    let patches: [(usize, usize); 7] = [
+        (0, 1),
+        (4095, 2),
+        (256 * KIB - 1, 3),
+        (MIB, 64 * KIB),
+        (4 * MIB - 10, 20),
+        (9 * MIB - 1, 1),
+        (9 * MIB - 5, 10),
+    ];
     for (idx, (at, len)) in patches.iter().enumerate() {
         let bytes = test_data(100 + idx as u64, *len);
         file.write_all_at(&bytes, *at as u64).unwrap();
@@ -419,8 +444,11 @@ fn nobody_cannot_read_a_root_0600_file() {
     assert!(read.status.success(), "nobody must read a 0644 file: {}", String::from_utf8_lossy(&read.stderr));
     assert_eq!(read.stdout, b"everyone");
     let out = as_nobody(&["cat", s(&secret)]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
-        "nobody reading a root 0600 file must get EACCES: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "nobody reading a root 0600 file must get EACCES: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     denied(&["sh", "-c", "echo x >> \"$0\"", s(&public)], "append to a root 0644 file");
     denied(&["touch", s(&d.path("new"))], "create in a root 0755 dir");
     denied(&["chmod", "0666", s(&public)], "chmod of root's file");
@@ -445,7 +473,14 @@ fn shared_mmap_writes_reach_the_file() {
         let file = fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         // SAFETY: a fresh shared mapping of a file this test owns, unmapped below.
         let map = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
         };
         assert_ne!(map, libc::MAP_FAILED, "mmap: {}", io::Error::last_os_error());
         // SAFETY: the mapping is `len` bytes long.

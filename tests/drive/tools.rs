@@ -30,7 +30,8 @@ fn cp_recursive_copies_bytes_and_modes() {
     d.mount();
     let (tree, copy) = (src.path().join("tree"), d.path("copy"));
     // Plain `cp -r` applies the umask to new files: pin it so modes stay comparable.
-    let umask_cp = |from: &Path, to: &Path| run("sh", &["-c", "umask 022 && cp -r \"$0\" \"$1\"", s(from), s(to)], None);
+    let umask_cp =
+        |from: &Path, to: &Path| run("sh", &["-c", "umask 022 && cp -r \"$0\" \"$1\"", s(from), s(to)], None);
     umask_cp(&tree, &copy);
     run("diff", &["-r", "--no-dereference", s(&tree), s(&copy)], None);
     compare_trees(&tree, &copy, Compare { mtimes: false, nlink: false });
@@ -92,7 +93,10 @@ fn mv_file_and_dir_across_dirs() {
     assert!(!to.join("file").exists());
     run("mv", &[s(&to.join("sub")), s(&to.join("renamed"))], None);
     assert_file(&to.join("renamed/deeper/y"), &test_data(8, 5000));
-    assert_eq!(walk(&d.mnt), ["from", "to", "to/old", "to/renamed", "to/renamed/deeper", "to/renamed/deeper/y", "to/renamed/x"]);
+    assert_eq!(
+        walk(&d.mnt),
+        ["from", "to", "to/old", "to/renamed", "to/renamed/deeper", "to/renamed/deeper/y", "to/renamed/x"]
+    );
     d.unmount();
 }
 
@@ -163,7 +167,9 @@ fn ln_symbolic_and_readlink() {
     fs::create_dir(d.path("dir")).unwrap();
     fs::write(d.path("dir/inside"), b"in").unwrap();
     let long_target = "x/".repeat(500) + "end";
-    for (target, link) in [("target", "link"), ("/nonexistent/abs", "dangling"), ("dir", "dirlink"), (long_target.as_str(), "long")] {
+    for (target, link) in
+        [("target", "link"), ("/nonexistent/abs", "dangling"), ("dir", "dirlink"), (long_target.as_str(), "long")]
+    {
         run("ln", &["-s", target, s(&d.path(link))], None);
         assert_eq!(stdout_of(&run("readlink", &[s(&d.path(link))], None)).trim_end_matches('\n'), target);
         assert!(meta(&d.path(link)).file_type().is_symlink(), "{link} is not a symlink");
@@ -187,7 +193,11 @@ fn chmod_shows_at_once_and_moves_ctime() {
     let after = meta(&f);
     assert_eq!(after.mode() & 0o7777, 0o640, "mode right after chmod");
     assert!((after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()), "chmod must change ctime");
-    assert_eq!((after.mtime(), after.mtime_nsec()), (before.mtime(), before.mtime_nsec()), "chmod must not change mtime");
+    assert_eq!(
+        (after.mtime(), after.mtime_nsec()),
+        (before.mtime(), before.mtime_nsec()),
+        "chmod must not change mtime"
+    );
     run("chmod", &["u+x,g-r", s(&f)], None);
     assert_eq!(meta(&f).mode() & 0o7777, 0o700);
     fs::create_dir(d.path("dir")).unwrap();
@@ -308,7 +318,14 @@ fn git_repository_inside_the_mount() {
     let repo = d.path("repo");
     let git = |args: &[&str]| {
         let mut command = Command::new("git");
-        command.args(["-c", "user.name=Pact Test", "-c", "user.email=test@pactfs.invalid", "-c", "init.defaultBranch=main"]);
+        command.args([
+            "-c",
+            "user.name=Pact Test",
+            "-c",
+            "user.email=test@pactfs.invalid",
+            "-c",
+            "init.defaultBranch=main",
+        ]);
         command.args(args).current_dir(&repo).env("GIT_CONFIG_NOSYSTEM", "1").env("HOME", &d.home);
         stdout_of(&run_command(&mut command))
     };
@@ -355,7 +372,10 @@ fn sqlite_transactions_and_integrity_after_remount() {
         let mut statements = String::from("BEGIN;");
         for row in 0..100 {
             let n = batch * 100 + row;
-            statements.push_str(&format!("INSERT INTO t(name, payload) VALUES ('row-{n}', randomblob({}));", 1000 + n % 7 * 300));
+            statements.push_str(&format!(
+                "INSERT INTO t(name, payload) VALUES ('row-{n}', randomblob({}));",
+                1000 + n % 7 * 300
+            ));
         }
         statements.push_str("COMMIT;");
         sql(&statements);
@@ -403,7 +423,13 @@ fn df_shows_default_capacity() {
     let mut d = Drive::new();
     d.mount();
     let vfs = statvfs(&d.mnt);
-    assert_eq!(vfs.f_blocks * vfs.f_frsize, 1 << 40, "default capacity is 1 TiB (f_blocks {} x f_frsize {})", vfs.f_blocks, vfs.f_frsize);
+    assert_eq!(
+        vfs.f_blocks * vfs.f_frsize,
+        1 << 40,
+        "default capacity is 1 TiB (f_blocks {} x f_frsize {})",
+        vfs.f_blocks,
+        vfs.f_frsize
+    );
     let df = stdout_of(&run("df", &["-h", "--output=size", s(&d.mnt)], None));
     assert_eq!(df.lines().nth(1).map(str::trim), Some("1.0T"), "df -h size column:\n{df}");
     d.unmount();
@@ -443,8 +469,13 @@ fn find_lists_what_was_created() {
     d.mount();
     let entries = make_tree(&d.path("tree"), false);
     let listed = stdout_of(&run("find", &[s(&d.path("tree")), "-mindepth", "1", "-printf", "%P %y\n"], None));
-    let mut listed: Vec<(String, char)> =
-        listed.lines().map(|line| { let (p, k) = line.rsplit_once(' ').unwrap(); (p.to_owned(), k.chars().next().unwrap()) }).collect();
+    let mut listed: Vec<(String, char)> = listed
+        .lines()
+        .map(|line| {
+            let (p, k) = line.rsplit_once(' ').unwrap();
+            (p.to_owned(), k.chars().next().unwrap())
+        })
+        .collect();
     listed.sort();
     assert_eq!(listed, entries);
     // A directory large enough to need several readdir calls.
@@ -478,13 +509,19 @@ fn xattrs_set_get_list_remove() {
     assert_eq!(run("getfattr", &["-n", "user.bin", "--only-values", s(&f)], None).stdout, [0x00, 0xff, 0x10]);
     assert_eq!(run("getfattr", &["-n", "user.d", "--only-values", s(&d.path("dir"))], None).stdout, b"on-dir");
     let listed = stdout_of(&run("attr", &["-l", s(&f)], None));
-    assert!(listed.contains("\"a\" has a 5 byte value") && listed.contains("\"bin\" has a 3 byte value"), "attr -l:\n{listed}");
+    assert!(
+        listed.contains("\"a\" has a 5 byte value") && listed.contains("\"bin\" has a 3 byte value"),
+        "attr -l:\n{listed}"
+    );
     run("setfattr", &["-n", "user.a", "-v", "replaced", s(&f)], None);
     assert_eq!(run("getfattr", &["-n", "user.a", "--only-values", s(&f)], None).stdout, b"replaced");
     run("setfattr", &["-x", "user.a", s(&f)], None);
     let missing = output_of(Command::new("getfattr").args(["-n", "user.a", s(&f)]));
-    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("No such attribute"),
-        "a removed xattr must read as ENODATA:\n{}", String::from_utf8_lossy(&missing.stderr));
+    assert!(
+        !missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("No such attribute"),
+        "a removed xattr must read as ENODATA:\n{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
     let dumped = stdout_of(&run("getfattr", &["-d", "-m", "-", s(&f)], None));
     assert!(dumped.contains("user.bin") && !dumped.contains("user.a="), "getfattr -d after remove:\n{dumped}");
     assert_file(&f, b"data");
@@ -495,7 +532,10 @@ fn xattrs_set_get_list_remove() {
 fn deleting_a_big_file_gives_space_back() {
     let mut d = Drive::new();
     d.mount();
-    let avail = |d: &Drive| { let v = statvfs(&d.mnt); v.f_bavail * v.f_frsize };
+    let avail = |d: &Drive| {
+        let v = statvfs(&d.mnt);
+        v.f_bavail * v.f_frsize
+    };
     let before = avail(&d);
     let f = d.path("big");
     write_synced(&f, &test_data(50, 32 * MIB));
@@ -504,6 +544,8 @@ fn deleting_a_big_file_gives_space_back() {
     let after_write = avail(&d);
     fs::remove_file(&f).unwrap();
     sync_dir(&d.mnt);
-    wait_for("statvfs free space to grow back after deleting the 32 MiB file", WAIT_TIMEOUT, || avail(&d) >= after_write + used);
+    wait_for("statvfs free space to grow back after deleting the 32 MiB file", WAIT_TIMEOUT, || {
+        avail(&d) >= after_write + used
+    });
     d.unmount();
 }
