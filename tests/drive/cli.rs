@@ -77,3 +77,33 @@ fn foreground_node_unmounts_and_flushes_on_sigterm() {
     assert_file(&d.path("kept"), &data);
     d.unmount();
 }
+
+#[test]
+fn control_socket_is_owner_only_and_survives_garbage() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let mut d = Drive::new();
+    d.mount();
+    let socket = d.home.join("control.sock");
+    let mode = fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the control socket must be owner-only");
+    // Garbage, an unknown command, and a line far over the limit: each gets
+    // an error or a closed connection, never a dead node.
+    let big = vec![b'x'; 4 * MIB];
+    for payload in [&b"\x00\xff garbage\n"[..], &b"{\"cmd\":\"format_disk\"}\n"[..], &big[..]] {
+        let mut conn = UnixStream::connect(&socket).unwrap();
+        let _ = conn.write_all(payload);
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+        let mut answer = String::new();
+        let _ = BufReader::new(&conn).read_line(&mut answer);
+        if !answer.is_empty() {
+            let reply: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(reply["ok"], false, "garbage must not succeed: {answer}");
+        }
+    }
+    let stats = d.stats();
+    assert_eq!(stats["files"], 0, "the node still answers: {stats}");
+    fs::write(d.path("still-works"), b"yes").unwrap();
+    assert_file(&d.path("still-works"), b"yes");
+    d.unmount();
+}
