@@ -107,3 +107,28 @@ fn control_socket_is_owner_only_and_survives_garbage() {
     assert_file(&d.path("still-works"), b"yes");
     d.unmount();
 }
+
+#[test]
+fn mount_helper_mounts_and_plain_umount_stops_the_node_cleanly() {
+    let d = Drive::new();
+    let helper = concat!(env!("CARGO_MANIFEST_DIR"), "/mount-helpers/mount.fuse.pactfs");
+    // What mount(8) runs for `mount -t fuse.pactfs HOME MNT -o allow_other`.
+    let out = output_of(
+        Command::new("sh").args([helper, s(&d.home), s(&d.mnt), "-o", "rw,allow_other"]).env("PACTFS_BIN", PACTFS),
+    );
+    assert!(out.status.success(), "helper failed: {}", String::from_utf8_lossy(&out.stderr));
+    let pid: i32 = key_value(&String::from_utf8_lossy(&out.stdout), "Pid").and_then(|p| p.parse().ok()).unwrap();
+    assert!(is_mounted(&d.mnt));
+    let data = test_data(78, MIB + 3);
+    fs::write(d.path("via-helper"), &data).unwrap();
+    // A plain umount(8), not `pactfs umount`: the node must notice, flush
+    // and exit by itself.
+    run("umount", &[s(&d.mnt)], None);
+    wait_for("the node to exit after umount(8)", WAIT_TIMEOUT, || process_gone(pid));
+    let mut d = d;
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "{}", d.last_command());
+    d.mount();
+    assert_file(&d.path("via-helper"), &data);
+    d.unmount();
+}
