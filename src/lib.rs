@@ -27,6 +27,19 @@ pub mod store;
 mod test_data {
     /// Bytes that differ per position and per seed (xorshift), so a
     /// misplaced chunk shows.
+    /// A small deterministic generator for picking offsets and lengths.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        /// The next value below `m`.
+        pub fn below(&mut self, m: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % m
+        }
+    }
+
     pub fn data(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..n)

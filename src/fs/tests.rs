@@ -4,7 +4,7 @@
 use super::namespace::SetAttr;
 use super::*;
 use crate::store::ROOT_INO;
-use crate::test_data::data;
+use crate::test_data::{Rng, data};
 
 const ME: Caller = Caller { uid: 0, gid: 0 };
 
@@ -33,13 +33,8 @@ fn random_writes_and_truncates_match_a_model() {
     let d = drive_with(dir.path(), small_sizes());
     let (inode, fh) = d.create(ME, ROOT_INO, b"f", 0o644).unwrap();
     let mut model: Vec<u8> = Vec::new();
-    let mut rng = 12345u64;
-    let mut next = |m: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % m
-    };
+    let mut rng = Rng(12345u64);
+    let mut next = |m: u64| rng.below(m);
     for step in 0..400 {
         match next(10) {
             0 => {
@@ -207,13 +202,8 @@ fn streaming_writes_with_reads_and_overwrites_in_flight_match_a_model() {
     let total = 40usize << 20;
     let bytes = data(total, 11);
     let mut model = vec![0u8; 0];
-    let mut rng = 99u64;
-    let mut next = |m: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % m
-    };
+    let mut rng = Rng(99u64);
+    let mut next = |m: u64| rng.below(m);
     let step = 64 * 1024;
     for (i, part) in bytes.chunks(step).enumerate() {
         d.write(fh, (i * step) as u64, part).unwrap();
