@@ -161,6 +161,7 @@ pub fn mount(
             return Err(e);
         }
     };
+    set_panic_policy(mountpoint);
     let mut unmounter = session.unmount_callable();
     let (tx, rx) = mpsc::channel::<Event>();
     let session_tx = tx.clone();
@@ -247,6 +248,21 @@ pub fn mount(
     // waits for this lock to know the home is free.
     std::mem::forget(lock);
     result
+}
+
+/// The node's panic policy: a panic anywhere means state no thread can
+/// trust, so log it, detach the mount (no dead "transport endpoint is not
+/// connected" left behind; fsync'd data is safe in the store) and abort.
+/// Continuing would leave the kernel waiting for replies that never come.
+fn set_panic_policy(mountpoint: &Path) {
+    let mnt = mountpoint.to_path_buf();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "node panicked: detaching the mount and aborting");
+        default_hook(info);
+        detach(&mnt);
+        std::process::abort();
+    }));
 }
 
 /// Kernel read-ahead on the mount, in KiB: one request as large as the
