@@ -15,6 +15,10 @@ const XATTR_NAME_MAX: usize = 255;
 const XATTR_SIZE_MAX: usize = 64 * 1024;
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
+/// Setting this attribute makes the node panic (test builds only).
+#[cfg(feature = "fault-injection")]
+pub const FAULT_PANIC_XATTR: &[u8] = b"user.pactfs.fault.panic";
+
 /// Highest link count of a file, as ext4 allows.
 const LINK_MAX: u32 = 65000;
 
@@ -448,6 +452,10 @@ impl Drive {
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<(), FsError> {
+        #[cfg(feature = "fault-injection")]
+        if name == FAULT_PANIC_XATTR {
+            panic!("fault injection: {} set on inode {ino}", String::from_utf8_lossy(name));
+        }
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::AttrTooBig);

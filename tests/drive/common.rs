@@ -163,6 +163,14 @@ impl Drive {
         assert!(force_unmount(&self.mnt), "could not remove the dead mount at {}", self.mnt.display());
     }
 
+    /// Records that the node died by itself (a test made it fail) and waits
+    /// until it is gone; unlike `kill9` this expects no mount to be left.
+    pub fn node_died(&mut self) -> i32 {
+        let pid = self.pid.take().expect("node_died: the drive is not mounted");
+        wait_for(&format!("daemon pid {pid} to exit"), WAIT_TIMEOUT, || process_gone(pid));
+        pid
+    }
+
     /// `pactfs stats --json`, parsed.
     pub fn stats(&mut self) -> serde_json::Value {
         let out = self.pactfs_ok(&["stats", "--json"]);

@@ -352,3 +352,24 @@ fn a_corrupt_chunk_is_reported_and_never_served() {
     drop(file);
     d.unmount();
 }
+
+/// A node that panics (fault injected through a magic xattr) leaves no dead
+/// mount behind and loses nothing that was synced.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_panicking_node_detaches_its_mount_and_loses_nothing_synced() {
+    let mut d = Drive::new();
+    d.mount();
+    let kept = test_data(700, 2 * MIB + 5);
+    write_synced(&d.path("kept"), &kept);
+    let out =
+        output_of(Command::new("setfattr").args(["-n", "user.pactfs.fault.panic", "-v", "1", s(&d.path("kept"))]));
+    assert!(!out.status.success(), "the faulting call cannot succeed");
+    d.node_died();
+    assert!(!is_mounted(&d.mnt), "the panicking node must detach its mount, not leave it dead");
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after a panic:\n{}", d.last_command());
+    d.mount();
+    assert_file(&d.path("kept"), &kept);
+    d.unmount();
+}
