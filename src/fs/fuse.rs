@@ -81,6 +81,29 @@ fn attr(i: &Inode) -> FileAttr {
     }
 }
 
+/// The attributes sent with a negative entry; the kernel reads only the
+/// node id (0) and the timeout.
+fn negative_attr() -> FileAttr {
+    let epoch = std::time::UNIX_EPOCH;
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: epoch,
+        mtime: epoch,
+        ctime: epoch,
+        crtime: epoch,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: BLOCK_SIZE,
+        flags: 0,
+    }
+}
+
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::SpecificTime(t) => SetTime::At(t),
@@ -133,7 +156,13 @@ impl Filesystem for PactFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.drive.lookup(parent.0, name.as_bytes()));
+        match self.drive.lookup(parent.0, name.as_bytes()) {
+            // A negative entry (node 0) the kernel may cache like a
+            // positive one: every later create goes through this mount and
+            // replaces it, and tools probe for missing names a lot.
+            Err(FsError::NotFound) => reply.entry(&TTL, &negative_attr(), Generation(0)),
+            r => reply_entry(reply, r),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
