@@ -17,9 +17,16 @@ use crate::store::Stamp;
 use crate::store::Store;
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Dirty bytes one open file may hold before a commit cuts them.
 pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
+/// Dirty and in-flight bytes of all open files together past which every
+/// writer commits what it holds: bounds the node's memory when many files
+/// are written at once.
+pub const DIRTY_TOTAL_MAX: usize = 96 * 1024 * 1024;
+/// Below this a file's dirty bytes are not worth cutting early.
+const DIRTY_MIN_EARLY: usize = 1024 * 1024;
 
 /// Complete chunks of a streaming writer, handed to the background
 /// committer: bytes `[start, start + bytes.len())`, cut at `lens`.
@@ -77,6 +84,8 @@ pub struct FileState {
     db_size: u64,
     manifest: Vec<ManifestEntry>,
     overlay: Overlay,
+    /// The drive-wide count of dirty and in-flight bytes.
+    dirty: Arc<AtomicUsize>,
     /// Manifest entries dropped since the last commit (by a truncate or a
     /// re-cut): the commit deletes them and releases their chunks.
     removed: Vec<ManifestEntry>,
@@ -97,7 +106,8 @@ impl FileState {
             size,
             db_size: size,
             manifest: drive.store.manifest(ino)?,
-            overlay: Overlay::default(),
+            overlay: Overlay::counted(drive.dirty.clone()),
+            dirty: drive.dirty.clone(),
             removed: Vec::new(),
             meta_dirty: false,
             mtime: None,
@@ -156,7 +166,8 @@ impl FileState {
         // At least a few maximal chunks, so that a stream always has a
         // complete chunk to hand over.
         let threshold = FLUSH_BYTES.max(3 * drive.chunker.sizes().max as usize);
-        if self.overlay.bytes() < threshold {
+        let crowded = self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY;
+        if self.overlay.bytes() < threshold && !crowded {
             return Ok(WriteOutcome::Done);
         }
         Ok(match self.split_stream(drive) {
@@ -182,6 +193,7 @@ impl FileState {
         let mut bytes = self.overlay.take(start)?;
         let tail = bytes.split_off(split);
         self.overlay.put(start + split as u64, tail);
+        self.dirty.fetch_add(bytes.len(), Ordering::Relaxed);
         let job = Arc::new(Job { start, bytes, lens: complete.to_vec() });
         self.inflight.push_back(job.clone());
         Some(job)
@@ -201,6 +213,7 @@ impl FileState {
             tracing::error!(ino = self.ino, "background commit out of order; committing synchronously later");
         }
         self.inflight.retain(|j| !std::ptr::eq(&**j, job));
+        self.dirty.fetch_sub(job.bytes.len(), Ordering::Relaxed);
         let removed_before = self.removed.len();
         let i = self.manifest.partition_point(|e| e.end() <= job.start);
         let j = self.manifest.partition_point(|e| e.offset < job.end());

@@ -15,7 +15,7 @@ pub mod fuse;
 mod namespace;
 mod overlay;
 
-pub use data::{FLUSH_BYTES, ReadOut};
+pub use data::{DIRTY_TOTAL_MAX, FLUSH_BYTES, ReadOut};
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::store::{Inode, Kind, Store, StoreError};
@@ -234,6 +234,8 @@ pub struct Drive {
     pub(crate) chunker: Chunker,
     capacity: u64,
     cache: Arc<cache::PlainCache>,
+    /// Dirty and in-flight bytes of all open files (see `DIRTY_TOTAL_MAX`).
+    dirty: Arc<std::sync::atomic::AtomicUsize>,
     open_files: Mutex<HashMap<u64, Arc<FileCell>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
@@ -274,6 +276,7 @@ impl Drive {
             chunker: Chunker::new(sizes),
             capacity,
             cache: Arc::new(cache::PlainCache::default()),
+            dirty: Arc::default(),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -282,6 +285,11 @@ impl Drive {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Bytes written to open files and not yet in the store.
+    pub fn dirty_bytes(&self) -> usize {
+        self.dirty.load(Ordering::Relaxed)
     }
 
     /// The attributes of `ino`, with the live size and times of an open file.

@@ -1,15 +1,45 @@
 //! Bytes written to an open file and not yet cut into chunks.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Non-overlapping, non-adjacent dirty ranges of one file, keyed by start.
 #[derive(Default, Debug)]
 pub struct Overlay {
     ranges: BTreeMap<u64, Vec<u8>>,
     bytes: usize,
+    /// The drive-wide count of dirty bytes this overlay adds to.
+    total: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let held = self.bytes;
+        self.shrink(held);
+    }
 }
 
 impl Overlay {
+    /// An overlay whose bytes also count in `total`.
+    pub fn counted(total: Arc<AtomicUsize>) -> Overlay {
+        Overlay { ranges: BTreeMap::new(), bytes: 0, total: Some(total) }
+    }
+
+    fn grow(&mut self, n: usize) {
+        self.bytes += n;
+        if let Some(t) = &self.total {
+            t.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn shrink(&mut self, n: usize) {
+        self.bytes -= n;
+        if let Some(t) = &self.total {
+            t.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -30,7 +60,7 @@ impl Overlay {
         let touching: Vec<u64> =
             self.ranges.range(..=end).rev().take_while(|(s, v)| **s + v.len() as u64 >= off).map(|(s, _)| *s).collect();
         let Some(&base_start) = touching.last() else {
-            self.bytes += data.len();
+            self.grow(data.len());
             self.ranges.insert(off, data.to_vec());
             return;
         };
@@ -41,7 +71,7 @@ impl Overlay {
         }
         let mut buf = if base_start == new_start {
             let v = self.ranges.remove(&base_start).unwrap_or_default();
-            self.bytes -= v.len();
+            self.shrink(v.len());
             v
         } else {
             Vec::new()
@@ -49,14 +79,14 @@ impl Overlay {
         buf.resize((new_end - new_start) as usize, 0);
         for s in &touching {
             if let Some(v) = self.ranges.remove(s) {
-                self.bytes -= v.len();
+                self.shrink(v.len());
                 let at = (s - new_start) as usize;
                 buf[at..at + v.len()].copy_from_slice(&v);
             }
         }
         let at = (off - new_start) as usize;
         buf[at..at + data.len()].copy_from_slice(data);
-        self.bytes += buf.len();
+        self.grow(buf.len());
         self.ranges.insert(new_start, buf);
     }
 
@@ -97,7 +127,7 @@ impl Overlay {
     /// Removes the range starting at `start` and hands over its bytes.
     pub fn take(&mut self, start: u64) -> Option<Vec<u8>> {
         let v = self.ranges.remove(&start)?;
-        self.bytes -= v.len();
+        self.shrink(v.len());
         Some(v)
     }
 
@@ -110,7 +140,7 @@ impl Overlay {
             self.insert(start, &bytes);
             return;
         }
-        self.bytes += bytes.len();
+        self.grow(bytes.len());
         self.ranges.insert(start, bytes);
     }
 
@@ -123,22 +153,22 @@ impl Overlay {
         let hit: Vec<u64> = self.ranges.range(first..end).map(|(s, _)| *s).collect();
         for s in hit {
             let Some(v) = self.ranges.remove(&s) else { continue };
-            self.bytes -= v.len();
+            self.shrink(v.len());
             let e = s + v.len() as u64;
             if e <= start {
                 // Entirely before the range: keep it.
-                self.bytes += v.len();
+                self.grow(v.len());
                 self.ranges.insert(s, v);
                 continue;
             }
             if s < start {
                 let head = v[..(start - s) as usize].to_vec();
-                self.bytes += head.len();
+                self.grow(head.len());
                 self.ranges.insert(s, head);
             }
             if e > end {
                 let tail = v[(end - s) as usize..].to_vec();
-                self.bytes += tail.len();
+                self.grow(tail.len());
                 self.ranges.insert(end, tail);
             }
         }

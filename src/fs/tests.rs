@@ -233,3 +233,26 @@ fn streaming_writes_with_reads_and_overwrites_in_flight_match_a_model() {
     let report = d.store().fsck(false).unwrap();
     assert!(report.clean(), "{:?}", report.findings);
 }
+
+#[test]
+fn many_writers_at_once_stay_within_the_dirty_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), ChunkSizes::default());
+    let files: Vec<(Inode, u64)> =
+        (0..40).map(|i| d.create(ME, ROOT_INO, format!("f{i}").as_bytes(), 0o644).unwrap()).collect();
+    let part = data(1 << 20, 5);
+    let mut peak = 0;
+    // 40 files x 7 MiB, each below its own threshold, interleaved.
+    for round in 0..7u64 {
+        for (_, fh) in &files {
+            d.write(*fh, round << 20, &part).unwrap();
+            peak = peak.max(d.dirty_bytes());
+        }
+    }
+    assert!(peak <= DIRTY_TOTAL_MAX + 2 * FLUSH_BYTES, "dirty bytes peaked at {peak}");
+    for (inode, fh) in &files {
+        d.release(*fh).unwrap();
+        assert_eq!(d.getattr(inode.ino).unwrap().size, 7 << 20);
+    }
+    assert_eq!(d.dirty_bytes(), 0, "everything is in the store after the last close");
+}
