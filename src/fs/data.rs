@@ -129,6 +129,11 @@ impl FileState {
         &self.removed
     }
 
+    /// Bytes written and not yet in the store (dirty or in flight).
+    pub fn uncommitted_bytes(&self) -> u64 {
+        (self.overlay.bytes() + self.inflight.iter().map(|j| j.bytes.len()).sum::<usize>()) as u64
+    }
+
     /// Reads up to `len` bytes at `off`. A read inside one chunk with no
     /// dirty bytes over it shares the cached plaintext instead of copying.
     pub fn read(&self, drive: &Drive, off: u64, len: u32) -> Result<ReadOut, FsError> {

@@ -65,7 +65,7 @@ fn attr(i: &Inode) -> FileAttr {
     FileAttr {
         ino: INodeNo(i.ino),
         size: i.size,
-        blocks: i.size.div_ceil(bs) * (bs / 512),
+        blocks: if i.kind == Kind::File { i.allocated } else { i.size }.div_ceil(bs) * (bs / 512),
         atime: i.atime.into(),
         mtime: i.mtime.into(),
         ctime: i.ctime.into(),

@@ -73,6 +73,8 @@ fn write_commit(
     }
     let added: Vec<ManifestEntry> = sealed.iter().map(|(e, _)| *e).collect();
     txn.change_manifest(st.ino, st.removed(), &added);
+    let covered = |entries: &[ManifestEntry]| entries.iter().map(|e| u64::from(e.len)).sum::<u64>();
+    inode.allocated = (inode.allocated + covered(&added)).saturating_sub(covered(st.removed()));
     inode.size = db_size;
     if let Some(m) = st.mtime {
         inode.mtime = m;
@@ -302,6 +304,8 @@ impl Drive {
         if let Some(cell) = open {
             let st = lock(&cell.state);
             inode.size = st.size;
+            // Bytes not cut yet will be covered once they are.
+            inode.allocated = (inode.allocated + st.uncommitted_bytes()).min(st.size);
             if let Some(m) = st.mtime {
                 inode.mtime = m;
             }

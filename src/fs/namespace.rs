@@ -180,6 +180,7 @@ impl Drive {
             ctime: now,
             crtime: now,
             symlink,
+            allocated: 0,
         };
         changes.touch_dir(parent, now)?;
         if kind == Kind::Dir {

@@ -256,3 +256,22 @@ fn many_writers_at_once_stay_within_the_dirty_bound() {
     }
     assert_eq!(d.dirty_bytes(), 0, "everything is in the store after the last close");
 }
+
+#[test]
+fn allocated_bytes_follow_the_chunks_not_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let (inode, fh) = d.create(ME, ROOT_INO, b"sparse", 0o644).unwrap();
+    d.write(fh, 100 << 20, b"end").unwrap();
+    assert_eq!(d.getattr(inode.ino).unwrap().allocated, 3, "dirty bytes count before the commit");
+    d.fsync(fh).unwrap();
+    let attr = d.getattr(inode.ino).unwrap();
+    assert_eq!((attr.size, attr.allocated), ((100 << 20) + 3, 3));
+    d.write(fh, 0, &data(10_000, 1)).unwrap();
+    d.setattr(inode.ino, SetAttr { size: Some(5000), ..SetAttr::default() }).unwrap();
+    assert_eq!(d.getattr(inode.ino).unwrap().allocated, 5000);
+    d.release(fh).unwrap();
+    assert_eq!(d.getattr(inode.ino).unwrap().allocated, 5000);
+    let report = d.store().fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}

@@ -91,8 +91,20 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
             fixed.nlink = want;
             batch.put_cf(store.cf("inodes"), records::ino_key(*ino), records::encode(&fixed));
         }
-        for e in store.manifest(*ino)? {
+        let manifest = store.manifest(*ino)?;
+        let covered: u64 = manifest.iter().map(|e| u64::from(e.len)).sum();
+        for e in &manifest {
             *expected_refs.entry(e.id).or_default() += 1;
+        }
+        if inode.kind == Kind::File && inode.allocated != covered {
+            note(
+                &mut report,
+                format!("inode {ino}: {} bytes counted as stored, chunks cover {covered}", inode.allocated),
+            );
+            let mut fixed = inode.clone();
+            fixed.nlink = want;
+            fixed.allocated = covered;
+            batch.put_cf(store.cf("inodes"), records::ino_key(*ino), records::encode(&fixed));
         }
     }
 

@@ -201,6 +201,7 @@ impl Store {
             ctime: now,
             crtime: now,
             symlink: None,
+            allocated: 0,
         };
         let mut txn = self.begin();
         txn.put_inode(&root);

@@ -87,6 +87,9 @@ pub struct Inode {
     pub ctime: Stamp,
     pub crtime: Stamp,
     pub symlink: Option<Vec<u8>>,
+    /// Bytes of a file its chunks cover (holes excluded): what `st_blocks`
+    /// reports, so `du` of a sparse file is honest.
+    pub allocated: u64,
 }
 
 /// A directory entry's value: the child and its kind (for readdir).

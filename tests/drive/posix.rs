@@ -356,6 +356,8 @@ fn sparse_file_reads_zeros() {
     file.sync_all().unwrap();
     drop(file);
     assert_eq!(meta(&path).len(), offset + 3);
+    // The hole takes no space: du counts what chunks cover.
+    assert!(meta(&path).blocks() * 512 < MIB as u64, "a 100 MiB hole must not count: {} blocks", meta(&path).blocks());
     let got = fs::read(&path).unwrap();
     assert_eq!(got.len() as u64, offset + 3);
     assert_eq!(&got[got.len() - 3..], b"end");
