@@ -70,9 +70,11 @@ pub enum WriteOutcome {
     Done,
     /// Hand this job to the background committer.
     Stream(Arc<Job>),
-    /// The dirty bytes are not a simple stream: commit them now, once no
-    /// job is in flight.
-    CommitNow,
+    /// The dirty bytes are not a simple stream, or memory is short: commit
+    /// them now, once no job is in flight (all of them with `final_cut`).
+    CommitNow {
+        final_cut: bool,
+    },
 }
 
 /// The open state of one inode.
@@ -172,12 +174,17 @@ impl FileState {
         // complete chunk to hand over.
         let threshold = FLUSH_BYTES.max(3 * drive.chunker.sizes().max as usize);
         let crowded = self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY;
-        if self.overlay.bytes() < threshold && !crowded {
+        if crowded {
+            // Memory is short: cut everything now, here, rather than hand
+            // more bytes to a committer that is already behind.
+            return Ok(WriteOutcome::CommitNow { final_cut: true });
+        }
+        if self.overlay.bytes() < threshold {
             return Ok(WriteOutcome::Done);
         }
         Ok(match self.split_stream(drive) {
             Some(job) => WriteOutcome::Stream(job),
-            None => WriteOutcome::CommitNow,
+            None => WriteOutcome::CommitNow { final_cut: false },
         })
     }
 

@@ -416,9 +416,9 @@ impl Drive {
                     st.finish_job(&self.store, &job, sealed, &[]);
                 }
             }
-            WriteOutcome::CommitNow => {
+            WriteOutcome::CommitNow { final_cut } => {
                 drop(st);
-                self.settle(&cell).commit(self, false)?;
+                self.settle(&cell).commit(self, final_cut)?;
             }
         }
         Ok(data.len() as u32)

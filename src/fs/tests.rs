@@ -17,6 +17,16 @@ fn small_sizes() -> ChunkSizes {
     ChunkSizes { min: 256, avg: 1024, max: 4096 }
 }
 
+/// Opens the file afresh (manifest from the store), compares it with the
+/// model, and checks the whole store.
+fn assert_reopened_matches_and_clean(d: &Drive, ino: u64, model: &[u8]) {
+    let fh = d.open(ino, false).unwrap();
+    assert_eq!(read_all(d, fh, model.len() as u64), model);
+    d.release(fh).unwrap();
+    let report = d.store().fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
+
 fn read_all(d: &Drive, fh: u64, size: u64) -> Vec<u8> {
     let mut out = Vec::new();
     while (out.len() as u64) < size {
@@ -60,11 +70,7 @@ fn random_writes_and_truncates_match_a_model() {
         }
     }
     d.release(fh).unwrap();
-    let fh = d.open(inode.ino, false).unwrap();
-    assert_eq!(read_all(&d, fh, model.len() as u64), model);
-    d.release(fh).unwrap();
-    let report = d.store().fsck(false).unwrap();
-    assert!(report.clean(), "{:?}", report.findings);
+    assert_reopened_matches_and_clean(&d, inode.ino, &model);
 }
 
 #[test]
@@ -227,11 +233,7 @@ fn streaming_writes_with_reads_and_overwrites_in_flight_match_a_model() {
     d.fsync(fh).unwrap();
     assert_eq!(read_all(&d, fh, model.len() as u64), model);
     d.release(fh).unwrap();
-    let fh = d.open(inode.ino, false).unwrap();
-    assert_eq!(read_all(&d, fh, model.len() as u64), model);
-    d.release(fh).unwrap();
-    let report = d.store().fsck(false).unwrap();
-    assert!(report.clean(), "{:?}", report.findings);
+    assert_reopened_matches_and_clean(&d, inode.ino, &model);
 }
 
 #[test]
