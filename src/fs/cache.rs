@@ -6,9 +6,10 @@
 //! plaintexts, and [`PlainCache::begin_prefetch`] lets one background load
 //! per chunk run on the other core while the reader is served.
 
+use super::lock;
 use crate::chunk::ChunkId;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Bytes of plaintext kept: a few average chunks per concurrent reader,
 /// small next to the resident-memory budget of the mount.
@@ -28,10 +29,6 @@ struct Inner {
 pub struct PlainCache {
     inner: Mutex<Inner>,
     loading: Mutex<HashSet<ChunkId>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PlainCache {

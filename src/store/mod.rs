@@ -133,10 +133,6 @@ impl Store {
         Ok(store)
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
         // The column families are created at open from CFS; a missing one
         // is a programming error, not a runtime condition.
@@ -235,16 +231,27 @@ impl Store {
 
     /// All entries of directory `parent`, in name order.
     pub fn read_dir(&self, parent: u64) -> Result<Vec<(Vec<u8>, Dirent)>, StoreError> {
-        let prefix = parent.to_be_bytes();
+        self.scan_ino("dirents", parent, |name, v| {
+            Ok((name.to_vec(), records::decode_dirent(v).map_err(|e| StoreError::corrupt("dirent", e))?))
+        })
+    }
+
+    /// Decodes every entry of `cf` under the inode prefix `ino`, in key
+    /// order; `decode` gets the key past the prefix and the value.
+    fn scan_ino<T>(
+        &self,
+        cf: &str,
+        ino: u64,
+        mut decode: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let prefix = ino.to_be_bytes();
         let mut out = Vec::new();
-        let iter = self.db.iterator_cf(self.cf("dirents"), IteratorMode::From(&prefix, Direction::Forward));
-        for item in iter {
+        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward)) {
             let (k, v) = item?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            let d = records::decode_dirent(&v).map_err(|e| StoreError::corrupt("dirent", e))?;
-            out.push((k[8..].to_vec(), d));
+            out.push(decode(&k[8..], &v)?);
         }
         Ok(out)
     }
@@ -261,16 +268,9 @@ impl Store {
 
     /// A file's manifest, in offset order.
     pub fn manifest(&self, ino: u64) -> Result<Vec<ManifestEntry>, StoreError> {
-        let prefix = ino.to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf("manifests"), IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(records::decode_manifest_entry(&v).map_err(|e| StoreError::corrupt("manifest entry", e))?);
-        }
-        Ok(out)
+        self.scan_ino("manifests", ino, |_, v| {
+            records::decode_manifest_entry(v).map_err(|e| StoreError::corrupt("manifest entry", e))
+        })
     }
 
     pub fn xattr(&self, ino: u64, name: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -278,16 +278,7 @@ impl Store {
     }
 
     pub fn xattr_names(&self, ino: u64) -> Result<Vec<Vec<u8>>, StoreError> {
-        let prefix = ino.to_be_bytes();
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf("xattrs"), IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, _) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.push(k[8..].to_vec());
-        }
-        Ok(out)
+        self.scan_ino("xattrs", ino, |name, _| Ok(name.to_vec()))
     }
 
     pub fn chunk(&self, id: &ChunkId) -> Result<Option<ChunkRecord>, StoreError> {
@@ -337,14 +328,6 @@ impl Store {
 
     pub fn chunks_written(&self) -> u64 {
         self.chunks_written.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn db(&self) -> &DB {
-        &self.db
-    }
-
-    pub(crate) fn packs(&self) -> &Packs {
-        &self.packs
     }
 
     fn write(&self, batch: WriteBatch, sync: bool) -> Result<(), StoreError> {

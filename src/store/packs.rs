@@ -38,8 +38,9 @@ struct Current {
     no: u32,
     file: File,
     len: u64,
-    /// Packs written to since the last sync (the current one included).
-    unsynced: Vec<u32>,
+    /// Appended to since the last sync. Only the current pack can be:
+    /// a pack is synced when it is closed.
+    dirty: bool,
 }
 
 impl Packs {
@@ -81,7 +82,7 @@ impl Packs {
         // The directory entry of a new pack must be durable before any index
         // entry that names it.
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(dir, e))?;
-        Ok(Current { no, file, len: FILE_MAGIC.len() as u64, unsynced: vec![no] })
+        Ok(Current { no, file, len: FILE_MAGIC.len() as u64, dirty: true })
     }
 
     /// The pack appends currently go to.
@@ -100,12 +101,8 @@ impl Packs {
         let mut cur = self.lock();
         if cur.len >= PACK_TARGET {
             let next = Self::create(&self.dir, cur.no + 1)?;
-            let mut unsynced = std::mem::take(&mut cur.unsynced);
             let old = std::mem::replace(&mut *cur, next);
-            // The closed pack still needs its data synced at the next sync.
             old.file.sync_data().map_err(|e| StoreError::io(&Self::path_of(&self.dir, old.no), e))?;
-            unsynced.retain(|n| *n != old.no);
-            cur.unsynced.extend(unsynced);
         }
         let len = u32::try_from(body.len()).map_err(|_| StoreError::Corrupt {
             what: "chunk".into(),
@@ -124,21 +121,19 @@ impl Packs {
             .map_err(|e| StoreError::io(&Self::path_of(&self.dir, no), e))?;
         let offset = cur.len + RECORD_HEADER;
         cur.len += RECORD_HEADER + body.len() as u64;
-        if !cur.unsynced.contains(&no) {
-            cur.unsynced.push(no);
-        }
+        cur.dirty = true;
         Ok((no, offset))
     }
 
     /// Makes every appended body durable.
     pub fn sync(&self) -> Result<(), StoreError> {
         let mut cur = self.lock();
-        if cur.unsynced.is_empty() {
+        if !cur.dirty {
             return Ok(());
         }
         let no = cur.no;
         cur.file.sync_data().map_err(|e| StoreError::io(&Self::path_of(&self.dir, no), e))?;
-        cur.unsynced.clear();
+        cur.dirty = false;
         Ok(())
     }
 

@@ -89,12 +89,7 @@ impl<'a> Txn<'a> {
     }
 
     /// Adds one reference to a chunk, storing its sealed body unless the
-    /// store already holds it (dedup).
-    pub fn add_chunk(&mut self, id: &ChunkId, sealed: &[u8]) -> Result<(), StoreError> {
-        self.add_chunk_at(id, sealed, None)
-    }
-
-    /// Like [`Txn::add_chunk`], with the body possibly already appended by
+    /// store already holds it (dedup). The body may already be appended by
     /// [`Store::pre_append`] at `at`. If the chunk turns out to be stored
     /// already, that copy is counted as dead bytes of its pack.
     pub fn add_chunk_at(&mut self, id: &ChunkId, sealed: &[u8], at: Option<(u32, u64)>) -> Result<(), StoreError> {
@@ -110,7 +105,7 @@ impl<'a> Txn<'a> {
                     self.batch.put_cf(self.store.cf("bodies"), id.0, sealed);
                     (INLINE_PACK, 0)
                 }
-                None => self.store.packs().append(id, sealed)?,
+                None => self.store.packs.append(id, sealed)?,
             };
             let rec = ChunkRecord { refs: 0, pack, offset, len, placement: Placement::new_pending() };
             self.appended.insert(*id, rec);
@@ -186,7 +181,7 @@ impl<'a> Txn<'a> {
         }
         for (pack, (total, live)) in pack_deltas {
             let key = records::pack_key(pack);
-            let mut pr = match store.db().get_cf(store.cf("packs"), key)? {
+            let mut pr = match store.db.get_cf(store.cf("packs"), key)? {
                 Some(v) => records::decode_pack(&v).map_err(|e| StoreError::corrupt("pack record", e))?,
                 None => PackRecord::default(),
             };
@@ -199,7 +194,7 @@ impl<'a> Txn<'a> {
             self.batch.put_cf(store.cf("meta"), META_NEXT_INO, next.to_be_bytes());
         }
         if sync {
-            store.packs().sync()?;
+            store.packs.sync()?;
         }
         let batch = std::mem::take(&mut self.batch);
         store.write(batch, sync)?;
