@@ -225,8 +225,14 @@ struct FileCell {
 type JobQueue = mpsc::Sender<(Arc<FileCell>, Arc<Job>)>;
 
 enum Handle {
-    File { ino: u64 },
-    Dir { entries: Arc<Vec<DirEntry>> },
+    /// An open file: its cell, shared with every other handle of the inode.
+    File {
+        ino: u64,
+        cell: Arc<FileCell>,
+    },
+    Dir {
+        entries: Arc<Vec<DirEntry>>,
+    },
 }
 
 /// The drive's logic: everything FUSE asks, answered from the store.
@@ -348,48 +354,36 @@ impl Drive {
     }
 
     fn file_of(&self, fh: u64) -> Result<Arc<FileCell>, FsError> {
-        let ino = match lock(&self.handles).get(&fh) {
-            Some(Handle::File { ino }) => *ino,
-            _ => return Err(FsError::BadHandle),
-        };
-        self.open_state(ino).ok_or(FsError::BadHandle)
+        match lock(&self.handles).get(&fh) {
+            Some(Handle::File { cell, .. }) => Ok(cell.clone()),
+            _ => Err(FsError::BadHandle),
+        }
     }
 
-    /// Opens a file, returning a handle. `truncate` empties it first.
-    pub fn open(&self, ino: u64, truncate: bool) -> Result<u64, FsError> {
-        let cell = {
-            // The inode is read under the table's lock: a last close of the
-            // same file may be writing its final size right now.
-            let mut files = lock(&self.open_files);
-            let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
-            match inode.kind {
-                Kind::Dir => return Err(FsError::IsDir),
-                Kind::File => {}
-                _ => return Err(FsError::Invalid),
-            }
-            let cell = match files.get(&ino) {
-                Some(c) => c.clone(),
-                None => {
-                    let state = Mutex::new(FileState::load(self, ino, inode.size)?);
-                    let c = Arc::new(FileCell { state, idle: Condvar::new() });
-                    files.insert(ino, c.clone());
-                    c
-                }
-            };
-            lock(&cell.state).opens += 1;
-            cell
-        };
-        if truncate {
-            let mut st = self.settle(&cell);
-            if st.size != 0
-                && let Err(e) = st.truncate(self, 0)
-            {
-                drop(st);
-                self.close_state(ino)?;
-                return Err(e);
-            }
+    /// Opens a file, returning a handle. (O_TRUNC reaches us as a separate
+    /// setattr: FUSE_ATOMIC_O_TRUNC is not negotiated.)
+    pub fn open(&self, ino: u64) -> Result<u64, FsError> {
+        // The inode is read under the table's lock: a last close of the
+        // same file may be writing its final size right now.
+        let mut files = lock(&self.open_files);
+        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        match inode.kind {
+            Kind::Dir => return Err(FsError::IsDir),
+            Kind::File => {}
+            _ => return Err(FsError::Invalid),
         }
-        Ok(self.new_handle(Handle::File { ino }))
+        let cell = match files.get(&ino) {
+            Some(c) => c.clone(),
+            None => {
+                let state = Mutex::new(FileState::load(self, ino, inode.size)?);
+                let c = Arc::new(FileCell { state, idle: Condvar::new() });
+                files.insert(ino, c.clone());
+                c
+            }
+        };
+        lock(&cell.state).opens += 1;
+        drop(files);
+        Ok(self.new_handle(Handle::File { ino, cell }))
     }
 
     pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<ReadOut, FsError> {
@@ -455,7 +449,7 @@ impl Drive {
     pub fn release(&self, fh: u64) -> Result<(), FsError> {
         let h = lock(&self.handles).remove(&fh);
         match h {
-            Some(Handle::File { ino }) => self.close_state(ino),
+            Some(Handle::File { ino, .. }) => self.close_state(ino),
             Some(Handle::Dir { .. }) => Ok(()),
             None => Err(FsError::BadHandle),
         }
@@ -524,7 +518,7 @@ impl Drive {
     /// Runs `f` on the open state of `ino`, opening it for the call if no
     /// handle has it open (truncate by path, say).
     fn with_state<R>(&self, ino: u64, f: impl FnOnce(&mut FileState) -> Result<R, FsError>) -> Result<R, FsError> {
-        let fh = self.open(ino, false)?;
+        let fh = self.open(ino)?;
         let result = match self.file_of(fh) {
             Ok(cell) => f(&mut self.settle(&cell)),
             Err(e) => Err(e),

@@ -137,7 +137,7 @@ impl Drive {
     /// Creates and opens a regular file.
     pub fn create(&self, caller: Caller, parent: u64, name: &[u8], perm: u32) -> Result<(Inode, u64), FsError> {
         let inode = self.make_node(caller, parent, name, Kind::File, perm, 0, None)?;
-        let fh = self.open(inode.ino, false)?;
+        let fh = self.open(inode.ino)?;
         Ok((inode, fh))
     }
 

@@ -20,7 +20,7 @@ fn small_sizes() -> ChunkSizes {
 /// Opens the file afresh (manifest from the store), compares it with the
 /// model, and checks the whole store.
 fn assert_reopened_matches_and_clean(d: &Drive, ino: u64, model: &[u8]) {
-    let fh = d.open(ino, false).unwrap();
+    let fh = d.open(ino).unwrap();
     assert_eq!(read_all(d, fh, model.len() as u64), model);
     d.release(fh).unwrap();
     let report = d.store().fsck(false).unwrap();
