@@ -214,13 +214,7 @@ impl FileState {
     /// Records the outcome of the oldest job: on success its chunks join
     /// the manifest in one transaction; on failure its bytes go back under
     /// the dirty bytes, for the next commit to retry and report.
-    pub fn finish_job(
-        &mut self,
-        store: &Store,
-        job: &Job,
-        sealed: Vec<(ManifestEntry, Vec<u8>)>,
-        at: &[Option<(u32, u64)>],
-    ) {
+    pub fn finish_job(&mut self, store: &Store, job: &Job, sealed: Vec<Sealed>, at: &[Option<(u32, u64)>]) {
         if !self.inflight.front().is_some_and(|j| std::ptr::eq(&**j, job)) {
             tracing::error!(ino = self.ino, "background commit out of order; committing synchronously later");
         }
@@ -294,7 +288,7 @@ impl FileState {
         let max = u64::from(drive.chunker.sizes().max);
         let removed_before = self.removed.len();
         let mut undo: Vec<Splice> = Vec::new();
-        let mut sealed_all: Vec<(ManifestEntry, Vec<u8>)> = Vec::new();
+        let mut sealed_all: Vec<Sealed> = Vec::new();
         let mut committed: Vec<(u64, u64)> = Vec::new();
         let mut covered_to = 0u64;
         let mut cut_all = || -> Result<(), FsError> {

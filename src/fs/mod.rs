@@ -19,7 +19,7 @@ pub use data::{DIRTY_TOTAL_MAX, FLUSH_BYTES, ReadOut};
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::store::{Inode, Kind, Store, StoreError};
-use data::{FileState, Job, WriteOutcome};
+use data::{FileState, Job, Sealed, WriteOutcome};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
@@ -30,7 +30,7 @@ const MAX_INFLIGHT: usize = 2;
 
 /// Seals the chunks `cuts` (file offset, start in `window`, length) of
 /// `window`, on two threads when there is enough work.
-fn seal_slices(secret: &UserSecret, window: &[u8], cuts: &[(u64, usize, usize)]) -> Vec<(ManifestEntry, Vec<u8>)> {
+fn seal_slices(secret: &UserSecret, window: &[u8], cuts: &[(u64, usize, usize)]) -> Vec<Sealed> {
     let seal_one = |&(off, at, len): &(u64, usize, usize)| {
         let (key, id, sealed) = chunk::seal(secret, &window[at..at + len]);
         (ManifestEntry { offset: off, len: len as u32, id, key }, sealed)
@@ -59,7 +59,7 @@ fn seal_slices(secret: &UserSecret, window: &[u8], cuts: &[(u64, usize, usize)])
 fn write_commit(
     store: &Store,
     st: &FileState,
-    sealed: &[(ManifestEntry, Vec<u8>)],
+    sealed: &[Sealed],
     at: &[Option<(u32, u64)>],
     db_size: u64,
 ) -> Result<(), FsError> {

@@ -277,3 +277,27 @@ fn allocated_bytes_follow_the_chunks_not_the_size() {
     let report = d.store().fsck(false).unwrap();
     assert!(report.clean(), "{:?}", report.findings);
 }
+
+#[test]
+fn compaction_returns_dead_space_and_keeps_live_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = data(3 << 20, 21);
+    {
+        let d = drive_with(dir.path(), ChunkSizes::default());
+        for (name, seed) in [(&b"gone"[..], 20), (&b"kept"[..], 21)] {
+            let (_, fh) = d.create(ME, ROOT_INO, name, 0o644).unwrap();
+            d.write(fh, 0, &data(3 << 20, seed)).unwrap();
+            d.fsync(fh).unwrap();
+            d.release(fh).unwrap();
+        }
+        d.unlink(ROOT_INO, b"gone").unwrap();
+    }
+    // Reopened, the old pack is no longer the one appends go to.
+    let d = drive_with(dir.path(), ChunkSizes::default());
+    let before = d.store().stats().unwrap().pack_bytes;
+    let freed = d.store().compact_packs().unwrap();
+    assert!(freed > 5 << 20, "the half-dead pack goes: freed {freed}");
+    assert!(d.store().stats().unwrap().pack_bytes < before - (2 << 20));
+    let ino = d.lookup(ROOT_INO, b"kept").unwrap().ino;
+    assert_reopened_matches_and_clean(&d, ino, &keep);
+}

@@ -3,6 +3,7 @@
 
 use super::records::{self, Kind};
 use super::{ROOT_INO, Store, StoreError};
+use crate::chunk::ChunkId;
 use rocksdb::{IteratorMode, WriteBatch};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -140,12 +141,14 @@ impl Store {
         Ok(freed)
     }
 
+    /// Moves the live bodies of pack `no` to the current pack and deletes
+    /// it. The copying runs without the writer lock, so writers are not
+    /// held up for the length of a pack; the lock is taken only to repoint
+    /// the chunks that are still where they were copied from.
     fn compact_one(&self, no: u32) -> Result<u64, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let prefix = no.to_be_bytes();
-        let mut batch = WriteBatch::default();
-        let mut moved_total = 0u64;
-        let mut per_pack: HashMap<u32, u64> = HashMap::new();
+        // (chunk, old offset, new pack, new offset, length)
+        let mut copies: Vec<(ChunkId, u64, u32, u64, u32)> = Vec::new();
         for item in self.db.iterator_cf(self.cf("pack_index"), IteratorMode::From(&prefix, rocksdb::Direction::Forward))
         {
             let (k, v) = item?;
@@ -153,25 +156,41 @@ impl Store {
                 break;
             }
             let Some(id) = records::decode_chunk_id(&v) else { continue };
-            let Some(mut rec) = self.chunk(&id)? else { continue };
+            let Some(rec) = self.chunk(&id)?.filter(|r| r.pack == no) else { continue };
             let body = self.packs.read(rec.pack, rec.offset, rec.len)?;
             let (pack, offset) = self.packs.append(&id, &body)?;
-            batch.delete_cf(self.cf("pack_index"), &k);
-            batch.put_cf(self.cf("pack_index"), records::pack_index_key(pack, offset), id.0);
-            rec.pack = pack;
-            rec.offset = offset;
-            batch.put_cf(self.cf("chunks"), id.0, records::encode(&rec));
-            moved_total += u64::from(rec.len);
-            *per_pack.entry(pack).or_default() += u64::from(rec.len);
+            copies.push((id, rec.offset, pack, offset, rec.len));
         }
-        for (pack, bytes) in per_pack {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        // Per destination pack: (bytes appended, bytes now live there).
+        let mut per_pack: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut moved = 0u64;
+        for (id, old_offset, pack, offset, len) in copies {
+            let len = u64::from(len);
+            per_pack.entry(pack).or_default().0 += len;
+            match self.chunk(&id)? {
+                Some(mut rec) if rec.pack == no && rec.offset == old_offset => {
+                    batch.delete_cf(self.cf("pack_index"), records::pack_index_key(no, old_offset));
+                    batch.put_cf(self.cf("pack_index"), records::pack_index_key(pack, offset), id.0);
+                    rec.pack = pack;
+                    rec.offset = offset;
+                    batch.put_cf(self.cf("chunks"), id.0, records::encode(&rec));
+                    per_pack.entry(pack).or_default().1 += len;
+                    moved += len;
+                }
+                // Released while it was copied: the copy is dead space.
+                _ => {}
+            }
+        }
+        for (pack, (total, live)) in per_pack {
             let key = records::pack_key(pack);
             let mut pr = match self.db.get_cf(self.cf("packs"), key)? {
                 Some(v) => records::decode_pack(&v).map_err(|e| StoreError::corrupt("pack record", e))?,
                 None => records::PackRecord::default(),
             };
-            pr.total += bytes;
-            pr.live += bytes;
+            pr.total += total;
+            pr.live += live;
             batch.put_cf(self.cf("packs"), key, records::encode(&pr));
         }
         batch.delete_cf(self.cf("packs"), records::pack_key(no));
@@ -179,7 +198,7 @@ impl Store {
         self.write(batch, true)?;
         let size = self.packs.file_len(no);
         self.packs.remove(no)?;
-        tracing::debug!(pack = no, moved = moved_total, freed = size, "compacted pack");
+        tracing::debug!(pack = no, moved, freed = size, "compacted pack");
         Ok(size)
     }
 
