@@ -117,6 +117,12 @@ impl Store {
         opts.increase_parallelism(2);
         let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
         let db = DB::open_cf_descriptors(&opts, &db_path, cfs)?;
+        if let Some(missing) = CFS.iter().find(|n| db.cf_handle(n).is_none()) {
+            return Err(StoreError::Corrupt {
+                what: "store".into(),
+                detail: format!("column family {missing} missing"),
+            });
+        }
         let packs = Packs::open(&data_dir.join("packs"))?;
         let store = Store {
             db,
@@ -134,9 +140,9 @@ impl Store {
     }
 
     fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
-        // The column families are created at open from CFS; a missing one
-        // is a programming error, not a runtime condition.
-        self.db.cf_handle(name).expect("column family opened with the store")
+        // Every name in CFS was checked present at open, and only names
+        // from CFS are passed here, so this cannot fail on any input.
+        self.db.cf_handle(name).expect("column family checked at open") // ok: invariant from open
     }
 
     fn check_format(&self) -> Result<(), StoreError> {
