@@ -4,10 +4,14 @@
 //! is the code map). Arrows point down only:
 //!
 //! ```text
-//! cli   -> node, config
-//! node  -> every layer (the wiring)
-//! fs    -> store, chunk
-//! store -> chunk, codec
+//! cli      -> node, config
+//! node     -> every layer (the wiring)
+//! fs       -> store, chunk
+//! market   -> net, store, chunk, promise
+//! provider -> net, store, promise
+//! net      -> promise, codec
+//! store    -> chunk, codec
+//! promise  -> codec
 //! chunk, codec, config -> nothing of ours
 //! ```
 //!
@@ -19,7 +23,11 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod fs;
+pub mod market;
+pub mod net;
 pub mod node;
+pub mod promise;
+pub mod provider;
 pub mod store;
 
 /// Deterministic test bytes shared by the unit tests.

@@ -5,6 +5,7 @@
 //! stderr with their context chain. Exit codes: 0 success, 1 "ran fine,
 //! the answer is no" (fsck found problems), 2 error.
 
+mod network;
 mod output;
 
 use crate::config::Config;
@@ -60,6 +61,30 @@ enum Command {
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Run a provider node: sell the capacity set in [provider] until stopped.
+    Provider,
+    /// List connected peers: peer id, mode, role, latency, address.
+    Peers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// This node on the network.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Fetch every replica of the drive's chunks from its provider and verify it.
+    Scrub {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Peer id and listen addresses (with the real ports), mode and role.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -76,7 +101,7 @@ enum ConfigCommand {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let daemon_cmd = matches!(cli.command, Command::Mount { .. });
+    let daemon_cmd = matches!(cli.command, Command::Mount { .. } | Command::Provider);
     init_logging(cli.verbose, daemon_cmd);
     match run(cli) {
         Ok(code) => code,
@@ -137,6 +162,10 @@ fn run(cli: Cli) -> Result<i32> {
             println!("Config: {} is valid", path.display());
             Ok(0)
         }
+        Command::Provider => network::provider(&home),
+        Command::Peers { json } => network::peers(&home, json),
+        Command::Node(NodeCommand::Info { json }) => network::node_info(&home, json),
+        Command::Scrub { json } => network::scrub(&home, json),
         Command::Config(ConfigCommand::Show { json }) => {
             let cfg = node::load_config(&home)?;
             if json {

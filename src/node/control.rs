@@ -21,6 +21,12 @@ const MAX_LINE: u64 = 1024 * 1024;
 pub enum Request {
     Ping,
     Stats,
+    /// This node's peer id, listen addresses, mode and role.
+    NodeInfo,
+    /// Connected peers.
+    Peers,
+    /// Fetch and verify every replica of the drive's chunks.
+    Scrub,
     /// Flush, unmount and exit.
     Shutdown,
 }

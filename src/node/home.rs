@@ -80,6 +80,11 @@ impl Home {
         Ok(SigningKey::from_bytes(&read_key(&self.identity_file())?))
     }
 
+    /// The identity's 32-byte seed (the libp2p key and the signing key).
+    pub fn identity_seed(&self) -> Result<[u8; 32], NodeError> {
+        read_key(&self.identity_file())
+    }
+
     pub fn user_secret(&self) -> Result<UserSecret, NodeError> {
         Ok(UserSecret::from_bytes(read_key(&self.secret_file())?))
     }

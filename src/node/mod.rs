@@ -11,10 +11,14 @@ pub mod daemon;
 pub mod home;
 mod lock;
 mod mountinfo;
+mod network;
+mod serve;
 
 pub use home::Home;
 pub use lock::{HomeLock, pid_alive};
 pub use mountinfo::{find_pactfs_mount, is_mounted};
+pub use network::Network;
+pub use serve::run_provider;
 
 use crate::chunk::ChunkSizes;
 use crate::config::{Config, ConfigError};
@@ -57,6 +61,8 @@ pub enum NodeError {
     NotMounted(PathBuf),
     #[error("node: {0}")]
     Control(String),
+    #[error("network: {0}")]
+    Network(String),
 }
 
 impl NodeError {
@@ -150,11 +156,12 @@ pub fn mount(
         }
         fuse_cfg.n_threads = Some(FUSE_THREADS);
         fuse_cfg.clone_fd = true;
+        let network = Arc::new(Network::start(home, &cfg, Some(store.clone()))?);
         let session = fuser::Session::new(PactFs::new(drive.clone()), mountpoint, &fuse_cfg)
             .map_err(|source| NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source })?;
-        Ok((store, drive, session))
+        Ok((store, drive, session, network))
     })();
-    let (store, drive, mut session) = match started {
+    let (store, drive, mut session, network) = match started {
         Ok(s) => s,
         Err(e) => {
             ready(Err(e.to_string()));
@@ -182,8 +189,12 @@ pub fn mount(
     let control_tx = tx.clone();
     let control_store = store.clone();
     let mount_path = mountpoint.to_path_buf();
+    let control_net = network.clone();
     std::thread::spawn(move || {
         control::serve(listener, move |req| match req {
+            control::Request::NodeInfo | control::Request::Peers | control::Request::Scrub => {
+                control_net.control(&req).unwrap_or_else(|| control::Reply::err("unsupported"))
+            }
             control::Request::Ping => control::Reply::ok(serde_json::json!({
                 "pid": std::process::id(),
                 "mountpoint": mount_path,
@@ -238,6 +249,7 @@ pub fn mount(
     }
     let _ = stop_maint.send(());
     let _ = maintenance.join();
+    network.stop();
     drive.sync_all().map_err(|e| NodeError::Control(format!("final flush failed: {e}")))?;
     let _ = std::fs::remove_file(home.control_socket());
     drop(drive);
@@ -296,7 +308,7 @@ pub fn detach(path: &Path) {
 /// glibc gives each thread that allocates its own arena and keeps freed
 /// chunk buffers in all of them: with the FUSE, sealing and prefetch
 /// threads that doubled the resident memory of a streaming write.
-fn limit_malloc_arenas() {
+pub(crate) fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called before threads start.
     unsafe {
@@ -304,7 +316,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn block_stop_signals() -> libc::sigset_t {
+pub(crate) fn block_stop_signals() -> libc::sigset_t {
     // SAFETY: sigset operations on a local set; pthread_sigmask on this thread.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -317,7 +329,7 @@ fn block_stop_signals() -> libc::sigset_t {
     }
 }
 
-fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
+pub(crate) fn wait_for_signal(set: &libc::sigset_t) -> &'static str {
     let mut sig = 0;
     // SAFETY: the set was initialised by block_stop_signals.
     unsafe { libc::sigwait(set, &mut sig) };

@@ -14,6 +14,7 @@
 //! | `pack_index`| pack no, body offset   | chunk id         |
 //! | `pending`   | chunk id               | (empty): the placement queue |
 //! | `bodies`    | chunk id               | sealed body of a small chunk |
+//! | `replicas`  | chunk id, holder key   | the holder's signed receipt |
 //!
 //! Every change to the namespace or to a file's chunks is one [`Txn`]: one
 //! RocksDB write batch, so a crash never leaves half an operation. Chunk
@@ -24,6 +25,7 @@
 //! Invariant: this module knows nothing of FUSE or the network.
 
 mod packs;
+mod placement;
 pub mod records;
 mod txn;
 
@@ -40,8 +42,19 @@ use std::sync::{Mutex, MutexGuard};
 
 pub const ROOT_INO: u64 = 1;
 
-const CFS: [&str; 10] =
-    ["meta", "inodes", "dirents", "xattrs", "manifests", "chunks", "packs", "pack_index", "pending", "bodies"];
+const CFS: [&str; 11] = [
+    "meta",
+    "inodes",
+    "dirents",
+    "xattrs",
+    "manifests",
+    "chunks",
+    "packs",
+    "pack_index",
+    "pending",
+    "bodies",
+    "replicas",
+];
 /// Sealed bodies up to this size live in the `bodies` column family rather
 /// than a pack: an fsync of a small file then costs one WAL sync, not two.
 pub const INLINE_MAX: usize = 64 * 1024;

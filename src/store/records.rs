@@ -170,6 +170,21 @@ pub fn pack_index_key(pack: u32, offset: u64) -> [u8; 12] {
     k
 }
 
+/// Key of one replica: chunk id, then the holder's node key.
+pub fn replica_key(id: &ChunkId, holder: &[u8; 32]) -> [u8; 64] {
+    let mut k = [0u8; 64];
+    k[..32].copy_from_slice(&id.0);
+    k[32..].copy_from_slice(holder);
+    k
+}
+
+/// The key range holding every replica of `id` (end exclusive).
+pub fn replica_range(id: &ChunkId) -> (Vec<u8>, Vec<u8>) {
+    let mut end = id.0.to_vec();
+    end.extend_from_slice(&[0xff; 33]);
+    (id.0.to_vec(), end)
+}
+
 pub fn parse_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }

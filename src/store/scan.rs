@@ -26,6 +26,10 @@ pub struct Stats {
     pub dedup_saved_bytes: u64,
     /// Chunks still waiting for placement (pinned locally).
     pub pending_chunks: u64,
+    /// Chunks that reached the replication target.
+    pub placed_chunks: u64,
+    /// Replicas recorded on providers, over all chunks.
+    pub replicas: u64,
     pub pack_files: u64,
     /// Bytes of pack files on disk (live and not yet compacted).
     pub pack_bytes: u64,
@@ -86,6 +90,10 @@ impl Store {
             s.chunk_refs += rec.refs;
             s.stored_bytes += u64::from(rec.len);
             s.dedup_saved_bytes += rec.refs.saturating_sub(1) * u64::from(rec.len);
+            s.replicas += u64::from(rec.placement.replicas);
+            if !rec.placement.pending {
+                s.placed_chunks += 1;
+            }
         }
         s.pending_chunks = self.db.iterator_cf(self.cf("pending"), IteratorMode::Start).count() as u64;
         let dir = self.data_dir.join("packs");

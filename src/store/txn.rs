@@ -21,6 +21,8 @@ pub struct Txn<'a> {
     /// Bodies appended ahead of this transaction that it did not need.
     dead: Vec<(u32, u64)>,
     touched_inodes: bool,
+    /// New chunks join the placement queue (not so in a provider's store).
+    queue_pending: bool,
 }
 
 impl<'a> Txn<'a> {
@@ -33,7 +35,14 @@ impl<'a> Txn<'a> {
             appended: HashMap::new(),
             dead: Vec::new(),
             touched_inodes: false,
+            queue_pending: true,
         }
+    }
+
+    /// New chunks of this transaction are held for others (a provider's
+    /// store): they are not queued for placement.
+    pub fn without_placement(&mut self) {
+        self.queue_pending = false;
     }
 
     pub fn store(&self) -> &'a Store {
@@ -158,6 +167,8 @@ impl<'a> Txn<'a> {
                 } else if !is_new {
                     self.batch.delete_cf(store.cf("chunks"), id.0);
                     self.batch.delete_cf(store.cf("pending"), id.0);
+                    let (from, to) = records::replica_range(&id);
+                    self.batch.delete_range_cf(store.cf("replicas"), from, to);
                     if rec.pack == INLINE_PACK {
                         self.batch.delete_cf(store.cf("bodies"), id.0);
                     } else {
@@ -169,13 +180,18 @@ impl<'a> Txn<'a> {
                 continue;
             }
             rec.refs = refs as u64;
+            if is_new && !self.queue_pending {
+                rec.placement = Placement { pending: false, pinned: false, replicas: 0, promises: Vec::new() };
+            }
             self.batch.put_cf(store.cf("chunks"), id.0, records::encode(&rec));
             if is_new {
                 if rec.pack != INLINE_PACK {
                     self.batch.put_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset), id.0);
                 }
                 pack_deltas.entry(rec.pack).or_default().1 += len;
-                self.batch.put_cf(store.cf("pending"), id.0, b"");
+                if self.queue_pending {
+                    self.batch.put_cf(store.cf("pending"), id.0, b"");
+                }
                 used_delta += len;
             }
         }

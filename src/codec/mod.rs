@@ -72,6 +72,59 @@ pub fn decode<T: DeserializeOwned>(version: u8, bytes: &[u8], limit: usize) -> R
     Ok(value)
 }
 
+/// Encodes `value`'s bincode body alone, for containers (wire frames) that
+/// carry their own version.
+pub fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, config()).expect("pactfs record types always encode")
+}
+
+/// Decodes a body written by [`encode_body`]; the caller has already
+/// bounded its length.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
+    let cfg = config().with_limit::<{ MAX_RECORD }>();
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, cfg).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != body.len() {
+        return Err(CodecError::Trailing(body.len() - used));
+    }
+    Ok(value)
+}
+
+pub mod frame;
+
+/// Deserializes a sequence of at most `MAX` elements, allocating as the
+/// elements arrive rather than as much as the length prefix claims (serde
+/// alone would reserve up to 1 MiB on a lying prefix). Use with
+/// `#[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX>")]`.
+pub fn bounded_seq<'de, D, T, const MAX: usize>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::de::{Error, SeqAccess, Visitor};
+    struct Bounded<T, const MAX: usize>(std::marker::PhantomData<T>);
+    impl<'de, T: serde::Deserialize<'de>, const MAX: usize> Visitor<'de> for Bounded<T, MAX> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "a sequence of at most {MAX} elements")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            if let Some(n) = seq.size_hint().filter(|&n| n > MAX) {
+                return Err(A::Error::invalid_length(n, &self));
+            }
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(16));
+            while let Some(x) = seq.next_element()? {
+                if out.len() == MAX {
+                    return Err(A::Error::invalid_length(MAX + 1, &self));
+                }
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(Bounded::<T, MAX>(std::marker::PhantomData))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,217 @@
+//! The market agent: gets pending chunks onto providers.
+//!
+//! For now placement is the simplest honest rule, to be replaced by bids
+//! and promises: every known provider is a candidate, each chunk goes to
+//! `replication` distinct providers chosen by rendezvous hashing (so load
+//! spreads and a retry picks the same ones), an upload counts only with
+//! the provider's signed receipt, and a chunk stays pending and pinned
+//! until its replication target holds.
+
+mod scrub;
+
+pub use scrub::{ScrubReport, scrub};
+
+use crate::chunk::ChunkId;
+use crate::net::{NetHandle, Response, node_key_of, proto::PutChunk};
+use crate::promise::{NodeKey, PutToken, Signed, Signer, TOKEN_LIFETIME_SECS, unix_now};
+use crate::store::Store;
+use futures::StreamExt;
+use libp2p::PeerId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Uploads in flight at once, over all providers.
+const MAX_UPLOADS: usize = 8;
+/// Chunks taken from the queue per pass.
+const BATCH: usize = 256;
+/// Pause between passes when nothing could be placed.
+const IDLE: Duration = Duration::from_millis(500);
+/// How long a provider that failed an upload is skipped.
+const BACKOFF: Duration = Duration::from_secs(10);
+
+/// Placement counters, for status and logs.
+#[derive(Default, Clone, Debug, serde::Serialize)]
+pub struct AgentStats {
+    pub uploads: u64,
+    pub upload_bytes: u64,
+    pub failures: u64,
+    pub providers_known: usize,
+}
+
+pub struct Agent {
+    store: Arc<Store>,
+    net: NetHandle,
+    signer: Signer,
+    me: NodeKey,
+    replication: u32,
+    tokens: Mutex<HashMap<NodeKey, Signed<PutToken>>>,
+    backoff: Mutex<HashMap<PeerId, Instant>>,
+    stats: Mutex<AgentStats>,
+}
+
+impl Agent {
+    pub fn new(store: Arc<Store>, net: NetHandle, signer: Signer, replication: u32) -> Agent {
+        let me = signer.node_key();
+        Agent {
+            store,
+            net,
+            signer,
+            me,
+            replication: replication.max(1),
+            tokens: Mutex::default(),
+            backoff: Mutex::default(),
+            stats: Mutex::default(),
+        }
+    }
+
+    pub fn stats(&self) -> AgentStats {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Places chunks until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let placed = match self.pass().await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(cause = %e, "placement pass failed");
+                    0
+                }
+            };
+            if *stop.borrow() {
+                break;
+            }
+            if placed == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(IDLE) => {}
+                    _ = stop.changed() => break,
+                }
+            }
+        }
+    }
+
+    /// One pass over the queue; returns the replicas placed.
+    async fn pass(&self) -> Result<usize, String> {
+        let providers: Vec<PeerId> = {
+            let all = self.net.providers().await.map_err(|e| e.to_string())?;
+            let now = Instant::now();
+            let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            backoff.retain(|_, until| *until > now);
+            let me = self.net.local_peer_id();
+            all.into_iter().filter(|p| *p != me && !backoff.contains_key(p)).collect()
+        };
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).providers_known = providers.len();
+        if providers.is_empty() {
+            return Ok(0);
+        }
+        let store = self.store.clone();
+        let pending = tokio::task::spawn_blocking(move || store.pending_ids(None, BATCH))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut jobs = Vec::new();
+        for id in pending {
+            let store = self.store.clone();
+            let holders = tokio::task::spawn_blocking(move || store.replica_holders(&id))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            let need = (self.replication as usize).saturating_sub(holders.len());
+            let mut candidates: Vec<(blake3::Hash, PeerId)> = providers
+                .iter()
+                .filter(|p| node_key_of(p).is_some_and(|k| !holders.contains(&k.0)))
+                .map(|p| (rendezvous(&id, p), *p))
+                .collect();
+            candidates.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            jobs.extend(candidates.into_iter().take(need).map(|(_, p)| (id, p)));
+        }
+        let placed = futures::stream::iter(jobs)
+            .map(|(id, peer)| self.upload(id, peer))
+            .buffer_unordered(MAX_UPLOADS)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+        Ok(placed)
+    }
+
+    fn token_for(&self, provider: NodeKey) -> Signed<PutToken> {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = |t: &Signed<PutToken>| t.body.expires > unix_now() + TOKEN_LIFETIME_SECS / 4;
+        if let Some(t) = tokens.get(&provider).filter(|t| fresh(t)) {
+            return t.clone();
+        }
+        let t = self.signer.sign(PutToken::new(self.me, provider, rand_nonce()));
+        tokens.insert(provider, t.clone());
+        t
+    }
+
+    /// Uploads one chunk to one provider and records its receipt.
+    async fn upload(&self, id: ChunkId, peer: PeerId) -> bool {
+        let Some(provider) = node_key_of(&peer) else { return false };
+        let store = self.store.clone();
+        let body = match tokio::task::spawn_blocking(move || store.chunk_body(&id)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                // Deleted since it was queued, most likely.
+                tracing::debug!(chunk = %id.fmt_short(), cause = %e, "chunk not uploaded");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let len = body.len();
+        let req = crate::net::Request::Put(PutChunk { token: self.token_for(provider), id: id.0, body });
+        let fail = |why: String| {
+            tracing::warn!(chunk = %id.fmt_short(), %peer, cause = %why, "upload failed");
+            self.backoff.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, Instant::now() + BACKOFF);
+            self.stats.lock().unwrap_or_else(|p| p.into_inner()).failures += 1;
+            false
+        };
+        let receipt = match self.net.request(peer, req).await {
+            Ok(Response::Stored(r)) => r,
+            Ok(Response::Refused(r)) => return fail(format!("refused ({:?}): {}", r.why, r.message)),
+            Ok(other) => return fail(format!("unexpected answer {other:?}")),
+            Err(e) => return fail(e.to_string()),
+        };
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        if let Err(e) = receipt.check(&provider, &self.me, &id.0, len32) {
+            return fail(format!("bad receipt: {e}"));
+        }
+        let store = self.store.clone();
+        let bytes = crate::codec::encode(RECEIPT_V1, &receipt);
+        let target = self.replication;
+        let recorded =
+            tokio::task::spawn_blocking(move || store.record_replica(&id, &provider.0, &bytes, target)).await;
+        match recorded {
+            Ok(Ok(_)) => {
+                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+                s.uploads += 1;
+                s.upload_bytes += len as u64;
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!(cause = %e, "cannot record a replica");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// Version byte of a stored receipt.
+pub const RECEIPT_V1: u8 = 1;
+
+/// Rendezvous (highest-random-weight) order of a provider for a chunk.
+fn rendezvous(id: &ChunkId, peer: &PeerId) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&id.0);
+    h.update(&peer.to_bytes());
+    h.finalize()
+}
+
+fn rand_nonce() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b)
+}

@@ -1,0 +1,232 @@
+//! The chunk protocols: message types, their limits and their stream codec.
+//!
+//! Each operation is its own request-response protocol (`/pactfs/put/1`,
+//! `/pactfs/get/1`, `/pactfs/has/1`); every message is one `codec::frame`
+//! whose kind names the message and bounds its size.
+
+use crate::codec::{self, frame};
+use crate::promise::{PutToken, Receipt, Signed};
+use futures::{AsyncRead, AsyncWrite};
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+/// Version byte of every frame.
+pub const WIRE_V1: u8 = 1;
+/// The largest sealed chunk (configuration bounds chunks to 16 MiB) plus
+/// the AEAD tag and slack.
+pub const MAX_CHUNK: usize = 16 * 1024 * 1024 + 4096;
+/// Most chunk ids one has-chunks request may name.
+pub const MAX_HAS_IDS: usize = 4096;
+/// Slack for the fixed fields around a chunk body.
+const ENVELOPE: usize = 4096;
+
+pub const PUT: StreamProtocol = StreamProtocol::new("/pactfs/put/1");
+pub const GET: StreamProtocol = StreamProtocol::new("/pactfs/get/1");
+pub const HAS: StreamProtocol = StreamProtocol::new("/pactfs/has/1");
+
+/// Upload one sealed chunk under a capability.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutChunk {
+    pub token: Signed<PutToken>,
+    pub id: [u8; 32],
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// Fetch a chunk, or `len` bytes of it from `offset`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetChunk {
+    pub id: [u8; 32],
+    pub range: Option<(u64, u32)>,
+}
+
+/// Which of these chunks does the provider hold?
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HasChunks {
+    #[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_HAS_IDS>")]
+    pub ids: Vec<[u8; 32]>,
+}
+
+/// The answer to [`HasChunks`], one flag per id asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct HasAnswer(#[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_HAS_IDS>")] Vec<bool>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    Put(PutChunk),
+    Get(GetChunk),
+    Has(HasChunks),
+}
+
+/// Why a request was not served; the message is for logs and people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Too many requests in flight from this peer: try again later.
+    Busy,
+    /// No room for the chunk within the provider's capacity.
+    Full,
+    /// The provider does not hold the chunk.
+    NotFound,
+    /// The capability is missing, expired, forged or for another node.
+    Unauthorized,
+    /// The body does not hash to the chunk id.
+    BadChunk,
+    /// The request is well-formed but not acceptable (a bad range, say).
+    BadRequest,
+    /// This node does not serve that protocol (it is not a provider).
+    Unsupported,
+    /// The provider failed (its disk, say).
+    Internal,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub why: Refusal,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    Stored(Signed<Receipt>),
+    Chunk(Vec<u8>),
+    Has(Vec<bool>),
+    Refused(Refused),
+}
+
+impl Response {
+    pub fn refused(why: Refusal, message: impl Into<String>) -> Response {
+        Response::Refused(Refused { why, message: message.into() })
+    }
+}
+
+// Frame kinds. Requests and responses have separate kind spaces.
+const REQ_PUT: u8 = 1;
+const REQ_GET: u8 = 2;
+const REQ_HAS: u8 = 3;
+const RES_STORED: u8 = 1;
+const RES_CHUNK: u8 = 2;
+const RES_HAS: u8 = 3;
+const RES_REFUSED: u8 = 4;
+
+/// The largest body of each request kind.
+pub fn request_limit(kind: u8) -> Option<usize> {
+    match kind {
+        REQ_PUT => Some(MAX_CHUNK + ENVELOPE),
+        REQ_GET => Some(128),
+        REQ_HAS => Some(MAX_HAS_IDS * 33 + 16),
+        _ => None,
+    }
+}
+
+/// The largest body of each response kind.
+pub fn response_limit(kind: u8) -> Option<usize> {
+    match kind {
+        RES_STORED => Some(1024),
+        RES_CHUNK => Some(MAX_CHUNK + 16),
+        RES_HAS => Some(MAX_HAS_IDS + 16),
+        RES_REFUSED => Some(ENVELOPE),
+        _ => None,
+    }
+}
+
+impl Request {
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        match self {
+            Request::Put(m) => (REQ_PUT, codec::encode_body(m)),
+            Request::Get(m) => (REQ_GET, codec::encode_body(m)),
+            Request::Has(m) => (REQ_HAS, codec::encode_body(m)),
+        }
+    }
+    pub fn decode(kind: u8, body: &[u8]) -> Result<Request, codec::CodecError> {
+        Ok(match kind {
+            REQ_PUT => Request::Put(codec::decode_body(body)?),
+            REQ_GET => Request::Get(codec::decode_body(body)?),
+            REQ_HAS => Request::Has(codec::decode_body(body)?),
+            other => return Err(codec::CodecError::Malformed(format!("unknown request kind {other}"))),
+        })
+    }
+    /// The protocol this request travels on.
+    pub fn protocol(&self) -> StreamProtocol {
+        match self {
+            Request::Put(_) => PUT,
+            Request::Get(_) => GET,
+            Request::Has(_) => HAS,
+        }
+    }
+}
+
+impl Response {
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        match self {
+            Response::Stored(m) => (RES_STORED, codec::encode_body(m)),
+            Response::Chunk(m) => (RES_CHUNK, codec::encode_body(&serde_bytes::Bytes::new(m))),
+            Response::Has(m) => (RES_HAS, codec::encode_body(&HasAnswer(m.clone()))),
+            Response::Refused(m) => (RES_REFUSED, codec::encode_body(m)),
+        }
+    }
+    pub fn decode(kind: u8, body: &[u8]) -> Result<Response, codec::CodecError> {
+        Ok(match kind {
+            RES_STORED => Response::Stored(codec::decode_body(body)?),
+            RES_CHUNK => Response::Chunk(codec::decode_body::<serde_bytes::ByteBuf>(body)?.into_vec()),
+            RES_HAS => Response::Has(codec::decode_body::<HasAnswer>(body)?.0),
+            RES_REFUSED => Response::Refused(codec::decode_body(body)?),
+            other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
+        })
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// The request-response codec of the chunk protocols.
+#[derive(Clone, Default)]
+pub struct ChunkCodec;
+
+impl libp2p::request_response::Codec for ChunkCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        protocol: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Request> {
+        let (kind, body) = frame::read(io, WIRE_V1, request_limit).await?;
+        let req = Request::decode(kind, &body).map_err(invalid)?;
+        if req.protocol() != *protocol {
+            return Err(invalid(format!("a {kind} request on {protocol}")));
+        }
+        Ok(req)
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> std::io::Result<Response> {
+        let (kind, body) = frame::read(io, WIRE_V1, response_limit).await?;
+        Response::decode(kind, &body).map_err(invalid)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> std::io::Result<()> {
+        let (kind, body) = req.encode();
+        frame::write(io, WIRE_V1, kind, &body).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> std::io::Result<()> {
+        let (kind, body) = res.encode();
+        frame::write(io, WIRE_V1, kind, &body).await
+    }
+}

@@ -1,0 +1,240 @@
+//! Signed statements between nodes: who may store what, and who stored it.
+//!
+//! Identities are raw ed25519 public keys ([`NodeKey`]); the same key is the
+//! node's libp2p identity, so a peer id and a `NodeKey` name the same node.
+//! Signed bytes are the canonical encoding of the statement (through
+//! `codec`), so the signature covers exactly what the wire carries.
+//!
+//! Until the market lands, a chunk upload is authorised by a [`PutToken`]
+//! the client signs for one provider; the provider answers each stored chunk
+//! with a [`Receipt`] it signs. The market replaces the token with the
+//! provider-signed promise.
+
+use crate::codec;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Version byte of signed statements.
+const STATEMENT_V1: u8 = 1;
+/// How long a put token is good for.
+pub const TOKEN_LIFETIME_SECS: u64 = 3600;
+
+/// A node's public identity: its ed25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeKey(pub [u8; 32]);
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeKey({})", short_hex(&self.0))
+    }
+}
+
+/// An ed25519 signature, carried as bytes (serde has no `[u8; 64]`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sig(#[serde(with = "sig_bytes")] pub [u8; 64]);
+
+impl std::fmt::Debug for Sig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sig({}..)", short_hex(&self.0))
+    }
+}
+
+fn short_hex(bytes: &[u8]) -> String {
+    bytes.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+mod sig_bytes {
+    use serde::{Deserializer, Serializer, de::Error};
+    pub fn serialize<S: Serializer>(sig: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(sig)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let v: Vec<u8> = serde_bytes_vec(d)?;
+        v.try_into().map_err(|v: Vec<u8>| D::Error::invalid_length(v.len(), &"64 bytes"))
+    }
+    fn serde_bytes_vec<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("64 signature bytes")
+            }
+            fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(64);
+                while let Some(b) = seq.next_element::<u8>()? {
+                    if out.len() == 64 {
+                        return Err(A::Error::invalid_length(65, &"64 bytes"));
+                    }
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// Why a signed statement is not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PromiseError {
+    #[error("signature does not verify")]
+    BadSignature,
+    #[error("the signer's key is not a valid ed25519 key")]
+    BadKey,
+    #[error("signed by a different node than the one it names")]
+    WrongSigner,
+    #[error("issued for a different node")]
+    WrongAudience,
+    #[error("expired {0} s ago")]
+    Expired(u64),
+}
+
+/// A node's signing key (the 32-byte seed from `identity.key`).
+pub struct Signer {
+    key: SigningKey,
+}
+
+impl Signer {
+    pub fn from_seed(seed: &[u8; 32]) -> Signer {
+        Signer { key: SigningKey::from_bytes(seed) }
+    }
+    pub fn node_key(&self) -> NodeKey {
+        NodeKey(self.key.verifying_key().to_bytes())
+    }
+    /// Signs `body`'s canonical encoding.
+    pub fn sign<T: Serialize>(&self, body: T) -> Signed<T> {
+        let bytes = codec::encode(STATEMENT_V1, &body);
+        Signed { sig: Sig(self.key.sign(&bytes).to_bytes()), body }
+    }
+}
+
+impl NodeKey {
+    /// Checks `sig` over `msg` by this key.
+    pub fn verify(&self, msg: &[u8], sig: &Sig) -> Result<(), PromiseError> {
+        let vk = VerifyingKey::from_bytes(&self.0).map_err(|_| PromiseError::BadKey)?;
+        vk.verify(msg, &Signature::from_bytes(&sig.0)).map_err(|_| PromiseError::BadSignature)
+    }
+}
+
+/// A statement and its signer's signature over its canonical bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signed<T> {
+    pub body: T,
+    pub sig: Sig,
+}
+
+impl<T: Serialize> Signed<T> {
+    /// Verifies the signature against `signer`.
+    pub fn verify_by(&self, signer: &NodeKey) -> Result<(), PromiseError> {
+        signer.verify(&codec::encode(STATEMENT_V1, &self.body), &self.sig)
+    }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A client's permission, for one provider, to upload chunks to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutToken {
+    pub client: NodeKey,
+    pub provider: NodeKey,
+    pub expires: u64,
+    pub nonce: u64,
+}
+
+impl PutToken {
+    pub fn new(client: NodeKey, provider: NodeKey, nonce: u64) -> PutToken {
+        PutToken { client, provider, expires: unix_now() + TOKEN_LIFETIME_SECS, nonce }
+    }
+}
+
+impl Signed<PutToken> {
+    /// What a provider (`me`) checks of a token presented by `sender` (the
+    /// authenticated peer of the connection): signed by the sender for me,
+    /// not expired.
+    pub fn check(&self, sender: &NodeKey, me: &NodeKey, now: u64) -> Result<(), PromiseError> {
+        if self.body.client != *sender {
+            return Err(PromiseError::WrongSigner);
+        }
+        if self.body.provider != *me {
+            return Err(PromiseError::WrongAudience);
+        }
+        if now > self.body.expires {
+            return Err(PromiseError::Expired(now - self.body.expires));
+        }
+        self.verify_by(sender)
+    }
+}
+
+/// A provider's signed statement that it stored a chunk for a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub chunk: [u8; 32],
+    pub len: u32,
+    pub client: NodeKey,
+    pub provider: NodeKey,
+    pub at: u64,
+}
+
+impl Signed<Receipt> {
+    /// What a client checks of a receipt for `chunk` of `len` bytes it sent
+    /// to `provider`.
+    pub fn check(&self, provider: &NodeKey, client: &NodeKey, chunk: &[u8; 32], len: u32) -> Result<(), PromiseError> {
+        let b = &self.body;
+        if b.provider != *provider {
+            return Err(PromiseError::WrongSigner);
+        }
+        if b.client != *client || b.chunk != *chunk || b.len != len {
+            return Err(PromiseError::WrongAudience);
+        }
+        self.verify_by(provider)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_checks() {
+        let client = Signer::from_seed(&[1; 32]);
+        let provider = Signer::from_seed(&[2; 32]);
+        let other = Signer::from_seed(&[3; 32]);
+        let (c, p, o) = (client.node_key(), provider.node_key(), other.node_key());
+        let tok = client.sign(PutToken::new(c, p, 7));
+        let now = unix_now();
+        assert_eq!(tok.check(&c, &p, now), Ok(()));
+        assert_eq!(tok.check(&o, &p, now), Err(PromiseError::WrongSigner));
+        assert_eq!(tok.check(&c, &o, now), Err(PromiseError::WrongAudience));
+        assert!(matches!(tok.check(&c, &p, now + TOKEN_LIFETIME_SECS + 5), Err(PromiseError::Expired(_))));
+        // Claiming to be the client without its key: the signature fails.
+        let forged = other.sign(PutToken::new(c, p, 7));
+        assert_eq!(forged.check(&c, &p, now), Err(PromiseError::BadSignature));
+        let mut tampered = tok.clone();
+        tampered.body.nonce = 8;
+        assert_eq!(tampered.check(&c, &p, now), Err(PromiseError::BadSignature));
+    }
+
+    #[test]
+    fn receipt_checks_and_round_trips() {
+        let client = Signer::from_seed(&[1; 32]);
+        let provider = Signer::from_seed(&[2; 32]);
+        let (c, p) = (client.node_key(), provider.node_key());
+        let r = provider.sign(Receipt { chunk: [9; 32], len: 10, client: c, provider: p, at: 1 });
+        assert_eq!(r.check(&p, &c, &[9; 32], 10), Ok(()));
+        assert_eq!(r.check(&p, &c, &[8; 32], 10), Err(PromiseError::WrongAudience));
+        assert_eq!(r.check(&c, &c, &[9; 32], 10), Err(PromiseError::WrongSigner));
+        let bytes = codec::encode(1, &r);
+        let back: Signed<Receipt> = codec::decode(1, &bytes, 1024).unwrap();
+        assert_eq!(back, r);
+    }
+}

@@ -1,0 +1,120 @@
+//! Where chunks live beyond this store: the placement queue and replica
+//! receipts (a client), and chunks held for others (a provider).
+
+use super::records::{self, ChunkRecord};
+use super::{Store, StoreError};
+use crate::chunk::ChunkId;
+use rocksdb::{Direction, IteratorMode};
+
+impl Store {
+    /// Up to `limit` chunks waiting for placement, in id order from `after`.
+    pub fn pending_ids(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>, StoreError> {
+        let start = after.map(|a| a.0.to_vec()).unwrap_or_default();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("pending"), IteratorMode::From(&start, Direction::Forward)) {
+            let (k, _) = item?;
+            let Some(id) = records::decode_chunk_id(&k) else { continue };
+            if Some(&id) == after {
+                continue;
+            }
+            out.push(id);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records that `holder` stored `id` (with its signed receipt). When the
+    /// chunk has `target` replicas it leaves the placement queue and is no
+    /// longer pinned. Returns the chunk's replica count, or `None` if the
+    /// chunk is no longer in the index (deleted meanwhile).
+    pub fn record_replica(
+        &self,
+        id: &ChunkId,
+        holder: &[u8; 32],
+        receipt: &[u8],
+        target: u32,
+    ) -> Result<Option<u32>, StoreError> {
+        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut rec) = self.chunk(id)? else { return Ok(None) };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(self.cf("replicas"), records::replica_key(id, holder), receipt);
+        let mut holders = self.replica_holders(id)?;
+        if !holders.contains(holder) {
+            holders.push(*holder);
+        }
+        let count = holders.len() as u32;
+        rec.placement.replicas = u8::try_from(count).unwrap_or(u8::MAX);
+        if count >= target {
+            rec.placement.pending = false;
+            rec.placement.pinned = false;
+            batch.delete_cf(self.cf("pending"), id.0);
+        }
+        batch.put_cf(self.cf("chunks"), id.0, records::encode(&rec));
+        self.write(batch, false)?;
+        Ok(Some(count))
+    }
+
+    /// The node keys holding a replica of `id`.
+    pub fn replica_holders(&self, id: &ChunkId) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("replicas"), IteratorMode::From(&id.0, Direction::Forward)) {
+            let (k, _) = item?;
+            if !k.starts_with(&id.0) {
+                break;
+            }
+            if let Ok(h) = <[u8; 32]>::try_from(&k[32..]) {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every recorded replica: (chunk, holder).
+    pub fn all_replicas(&self) -> Result<Vec<(ChunkId, [u8; 32])>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("replicas"), IteratorMode::Start) {
+            let (k, _) = item?;
+            if let (Some(id), Ok(h)) = (records::decode_chunk_id(&k[..32.min(k.len())]), <[u8; 32]>::try_from(&k[32..]))
+            {
+                out.push((id, h));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a chunk held for someone else (a provider's store), durably.
+    /// The caller has verified it against its id. Returns false if it was
+    /// already held.
+    pub fn hold(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, StoreError> {
+        if self.chunk(id)?.is_some() {
+            return Ok(false);
+        }
+        // The copy into the pack happens outside the writer lock; the sync
+        // too, so concurrent uploads share their syncs.
+        let at = self.pre_append(id, sealed)?;
+        let mut txn = self.begin();
+        txn.without_placement();
+        txn.add_chunk_at(id, sealed, at)?;
+        txn.commit(false)?;
+        self.sync()?;
+        Ok(true)
+    }
+
+    /// True when the store holds `id`.
+    pub fn holds(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned_cf(self.cf("chunks"), id.0)?.is_some())
+    }
+
+    /// Every chunk in the index, with its record.
+    pub fn chunk_records(&self) -> Result<Vec<(ChunkId, ChunkRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf("chunks"), IteratorMode::Start) {
+            let (k, v) = item?;
+            let Some(id) = records::decode_chunk_id(&k) else { continue };
+            out.push((id, records::decode_chunk(&v).map_err(|e| StoreError::corrupt("chunk record", e))?));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,165 @@
+//! Property tests over every wire message: decoding arbitrary, truncated or
+//! mutated bytes never panics, never allocates past the message kind's
+//! limit, and every valid message survives a round trip.
+//!
+//! A counting global allocator measures the peak of live bytes allocated
+//! by the decoding thread while it decodes.
+
+use pactfs::codec::frame;
+use pactfs::net::Announce;
+use pactfs::net::proto::{self, GetChunk, HasChunks, PutChunk, Refusal, Refused, Request, Response};
+use pactfs::promise::{PutToken, Receipt, Signer};
+use proptest::prelude::*;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static TRACK: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    if TRACK.with(Cell::get) {
+        let live = LIVE.with(|l| {
+            l.set(l.get() + delta);
+            l.get()
+        });
+        PEAK.with(|p| p.set(p.get().max(live)));
+    }
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        note(new as isize - layout.size() as isize);
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Runs `f` and returns its result with the peak of bytes it held.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    TRACK.with(|t| t.set(true));
+    let out = f();
+    TRACK.with(|t| t.set(false));
+    (out, PEAK.with(Cell::get).max(0) as usize)
+}
+
+/// Slack for the decoder's own bookkeeping (error strings and the like).
+const SLACK: usize = 4096;
+
+fn check_request(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
+    let (r, peak) = peak_of(|| Request::decode(kind, body).map(|_| ()));
+    let limit = proto::request_limit(kind).unwrap_or(0);
+    prop_assert!(peak <= limit + SLACK, "request kind {kind}: {peak} bytes allocated for {} input bytes", body.len());
+    drop(r);
+    Ok(())
+}
+
+fn check_response(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
+    let (r, peak) = peak_of(|| Response::decode(kind, body).map(|_| ()));
+    let limit = proto::response_limit(kind).unwrap_or(0);
+    prop_assert!(peak <= limit + SLACK, "response kind {kind}: {peak} bytes allocated for {} input bytes", body.len());
+    drop(r);
+    Ok(())
+}
+
+fn valid_requests() -> impl Strategy<Value = Request> {
+    let client = Signer::from_seed(&[1; 32]);
+    let provider = Signer::from_seed(&[2; 32]).node_key();
+    let token = client.sign(PutToken::new(client.node_key(), provider, 5));
+    prop_oneof![
+        (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..2048))
+            .prop_map(move |(id, body)| Request::Put(PutChunk { token: token.clone(), id, body })),
+        (any::<[u8; 32]>(), proptest::option::of(any::<(u64, u32)>()))
+            .prop_map(|(id, range)| Request::Get(GetChunk { id, range })),
+        proptest::collection::vec(any::<[u8; 32]>(), 0..64).prop_map(|ids| Request::Has(HasChunks { ids })),
+    ]
+}
+
+fn valid_responses() -> impl Strategy<Value = Response> {
+    let signer = Signer::from_seed(&[2; 32]);
+    let client = Signer::from_seed(&[1; 32]).node_key();
+    prop_oneof![
+        (any::<[u8; 32]>(), any::<u32>(), any::<u64>()).prop_map(move |(chunk, len, at)| {
+            Response::Stored(signer.sign(Receipt { chunk, len, client, provider: signer.node_key(), at }))
+        }),
+        proptest::collection::vec(any::<u8>(), 0..2048).prop_map(Response::Chunk),
+        proptest::collection::vec(any::<bool>(), 0..256).prop_map(Response::Has),
+        ".{0,200}".prop_map(|m| Response::Refused(Refused { why: Refusal::Busy, message: m })),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..8, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        check_request(kind, &body)?;
+        check_response(kind, &body)?;
+        let (r, peak) = peak_of(|| Announce::decode(&body).map(|_| ()));
+        prop_assert!(peak <= 16 * 1024 + SLACK, "announcement: {peak} bytes allocated");
+        drop(r);
+    }
+
+    #[test]
+    fn arbitrary_frames_never_panic_or_overallocate(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let (r, peak) = peak_of(|| futures::executor::block_on(frame::read(&mut bytes.as_slice(), proto::WIRE_V1, proto::request_limit)).map(|_| ()));
+        // A frame never costs more than its bytes on the wire.
+        prop_assert!(peak <= bytes.len() + SLACK, "{peak} bytes allocated reading {} bytes", bytes.len());
+        drop(r);
+    }
+
+    #[test]
+    fn valid_requests_round_trip_and_survive_mutation(req in valid_requests(), flip in any::<(usize, u8)>(), cut in any::<usize>()) {
+        let (kind, body) = req.encode();
+        prop_assert_eq!(Request::decode(kind, &body).unwrap(), req);
+        let mut mutated = body.clone();
+        if !mutated.is_empty() {
+            let i = flip.0 % mutated.len();
+            mutated[i] ^= flip.1 | 1;
+        }
+        check_request(kind, &mutated)?;
+        check_request(kind, &body[..cut % (body.len() + 1)])?;
+    }
+
+    #[test]
+    fn valid_responses_round_trip_and_survive_mutation(res in valid_responses(), flip in any::<(usize, u8)>(), cut in any::<usize>()) {
+        let (kind, body) = res.encode();
+        prop_assert_eq!(Response::decode(kind, &body).unwrap(), res);
+        let mut mutated = body.clone();
+        if !mutated.is_empty() {
+            let i = flip.0 % mutated.len();
+            mutated[i] ^= flip.1 | 1;
+        }
+        check_response(kind, &mutated)?;
+        check_response(kind, &body[..cut % (body.len() + 1)])?;
+    }
+}
+
+/// Length prefixes that lie about huge sizes cost nothing.
+#[test]
+fn lying_lengths_allocate_nothing_large() {
+    // A has-chunks body claiming 2^40 ids, a chunk claiming 2^40 bytes.
+    let lies: [&[u8]; 2] = [&[0xfd, 0, 0, 0, 0, 0, 1, 0, 0], &[0xfc, 0xff, 0xff, 0xff, 0x7f]];
+    for kind in 1..=3 {
+        for lie in lies {
+            check_request(kind, lie).unwrap();
+            check_response(kind, lie).unwrap();
+        }
+    }
+}
