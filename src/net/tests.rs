@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::chunk::ChunkId;
-use crate::promise::{PutToken, Signer};
+use crate::promise::{NodeKey, PutToken, Signer};
 use crate::provider::Provider;
 use proto::{GetChunk, HasChunks, PutChunk};
 use std::time::Duration;
@@ -177,5 +177,60 @@ fn garbled_and_oversized_messages_are_refused_and_serving_goes_on() {
         let token = client.sign(PutToken::new(client.node_key(), p.node_key(), 1));
         let r = c.request(p.local_peer_id(), Request::Put(PutChunk { token, id, body })).await.unwrap();
         assert!(matches!(r, Response::Stored(_)), "after garbage the provider answered {r:?}");
+    });
+}
+
+/// A service that holds every request until released: lets a test fill a
+/// provider's per-peer request budget.
+struct Stalled {
+    gate: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Service for Stalled {
+    fn serve(&self, _: &NodeKey, _: Request) -> Response {
+        let mut open = self.gate.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+        Response::Has(vec![])
+    }
+}
+
+#[test]
+fn requests_per_peer_are_bounded() {
+    let stalled = Arc::new(Stalled { gate: std::sync::Mutex::new(false), cv: std::sync::Condvar::new() });
+    runtime().block_on(async {
+        let p = node(1, Role::Provider, Some(stalled.clone()), vec![]).await;
+        let addr = listen_addrs(&p).await.remove(0);
+        let c = node(2, Role::Client, None, vec![addr]).await;
+        let n = event_loop::MAX_INFLIGHT_PER_PEER + 8;
+        let mut asks: futures::stream::FuturesUnordered<_> = (0..n)
+            .map(|_| {
+                let c = c.clone();
+                let peer = p.local_peer_id();
+                tokio::spawn(async move { c.request(peer, Request::Has(HasChunks { ids: vec![] })).await })
+            })
+            .collect();
+        // While the service holds the admitted requests, only refusals can
+        // come back: the first 8 answers are the requests past the budget.
+        use futures::StreamExt;
+        let (mut busy, mut served) = (0, 0);
+        for _ in 0..8 {
+            match asks.next().await.unwrap().unwrap().unwrap() {
+                Response::Refused(r) if r.why == Refusal::Busy => busy += 1,
+                other => panic!("past the budget, expected busy, got {other:?}"),
+            }
+        }
+        *stalled.gate.lock().unwrap() = true;
+        stalled.cv.notify_all();
+        while let Some(a) = asks.next().await {
+            match a.unwrap().unwrap() {
+                Response::Has(_) => served += 1,
+                other => panic!("within the budget, expected an answer, got {other:?}"),
+            }
+        }
+        assert_eq!(served, event_loop::MAX_INFLIGHT_PER_PEER, "served {served}, busy {busy}");
+        assert_eq!(busy, 8);
     });
 }
