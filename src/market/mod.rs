@@ -22,8 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Uploads in flight at once, over all providers.
-const MAX_UPLOADS: usize = 8;
+/// Uploads in flight at once, over all providers: request-response pays a
+/// round trip per chunk, so throughput needs many in flight (a provider
+/// admits 16 per peer).
+const MAX_UPLOADS: usize = 16;
 /// Chunks taken from the queue per pass.
 const BATCH: usize = 256;
 /// Pause between passes when nothing could be placed.
@@ -47,6 +49,9 @@ pub struct Agent {
     me: NodeKey,
     replication: u32,
     tokens: Mutex<HashMap<NodeKey, Signed<PutToken>>>,
+    /// Where the next pass resumes in the queue, so chunks that cannot be
+    /// placed now (all their candidates refuse) do not starve the rest.
+    cursor: Mutex<Option<ChunkId>>,
     backoff: Mutex<HashMap<PeerId, Instant>>,
     stats: Mutex<AgentStats>,
 }
@@ -61,6 +66,7 @@ impl Agent {
             me,
             replication: replication.max(1),
             tokens: Mutex::default(),
+            cursor: Mutex::default(),
             backoff: Mutex::default(),
             stats: Mutex::default(),
         }
@@ -107,10 +113,14 @@ impl Agent {
             return Ok(0);
         }
         let store = self.store.clone();
-        let pending = tokio::task::spawn_blocking(move || store.pending_ids(None, BATCH))
+        let after = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = tokio::task::spawn_blocking(move || store.pending_ids(after.as_ref(), BATCH))
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        // A short batch reached the end of the queue: start over next time.
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) =
+            if pending.len() < BATCH { None } else { pending.last().copied() };
         let mut jobs = Vec::new();
         for id in pending {
             let store = self.store.clone();

@@ -25,6 +25,8 @@ const MAX_PROVIDE_QUERIES: usize = 16;
 const TICK_EARLY: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_secs(10);
 const EARLY_FOR: Duration = Duration::from_secs(60);
+/// A disconnected peer not announced for this long is forgotten.
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// How often a DHT node refreshes its routing table and market record.
 const DHT_REFRESH: Duration = Duration::from_secs(300);
 
@@ -201,6 +203,9 @@ impl EventLoop {
     }
 
     fn on_tick(&mut self) {
+        // Forget peers that are neither connected nor announced lately, so
+        // a flood of announcements cannot grow the table without bound.
+        self.peers.peers.retain(|_, p| p.connections > 0 || p.announced.is_some_and(|t| t.elapsed() < FORGET_AFTER));
         // Reconnect to bootstrap peers we lost (a restarted peer, say).
         for addr in self.cfg.bootstrap.clone() {
             if let Some(peer) = peer_of_addr(&addr)
@@ -423,11 +428,16 @@ impl EventLoop {
                     found.extend(providers);
                 } else if key == market_key() {
                     for p in providers {
-                        if p != *self.swarm.local_peer_id() && self.peers.entry(p).role.is_none() {
-                            self.peers.entry(p).role = Some(Role::Provider);
-                            if !self.swarm.is_connected(&p) {
-                                let _ = self.swarm.dial(p);
-                            }
+                        if p == *self.swarm.local_peer_id() {
+                            continue;
+                        }
+                        let entry = self.peers.entry(p);
+                        entry.announced = Some(Instant::now());
+                        if entry.role.is_none() {
+                            entry.role = Some(Role::Provider);
+                        }
+                        if !self.swarm.is_connected(&p) {
+                            let _ = self.swarm.dial(p);
                         }
                     }
                 }
