@@ -124,7 +124,11 @@ fn init_logging(verbose: u8, daemon: bool) {
     let levels = ["warn", "info", "debug", "trace"];
     let base = if daemon { 1 } else { 0 };
     let level = levels[(base + verbose as usize).min(levels.len() - 1)];
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pactfs={level},warn")));
+    // Kademlia warns about routine states of a small network (a first node
+    // with no peers yet); -vv shows them.
+    let kad = if verbose >= 2 { "" } else { ",libp2p_kad=error" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pactfs={level}{kad},warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // A log that cannot be written (the daemon's log on a full disk) must
     // not take the node down: tracing's own fallback would panic in

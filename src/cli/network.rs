@@ -35,8 +35,13 @@ pub fn node_info(home: &Home, json: bool) -> Result<i32> {
         print_kv(&[("Listen", a.as_str().unwrap_or("").to_string())])?;
     }
     if let Some(p) = v.get("provider").filter(|p| !p.is_null()) {
-        let n = |k: &str| p.get(k).and_then(|x| x.as_u64()).unwrap_or(0).to_string();
-        print_kv(&[("Chunks held", n("chunks")), ("Bytes held", n("bytes")), ("Capacity", n("capacity"))])?;
+        let n = |k: &str| p.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+        let size = |k: &str| format!("{} ({} bytes)", crate::config::ByteSize(n(k)), n(k));
+        print_kv(&[
+            ("Chunks held", n("chunks").to_string()),
+            ("Bytes held", size("bytes")),
+            ("Capacity", size("capacity")),
+        ])?;
     }
     Ok(0)
 }

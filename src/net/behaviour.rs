@@ -53,6 +53,9 @@ fn behaviour(key: &identity::Keypair, cfg: &NetConfig) -> Result<Behaviour, NetE
         };
         let mut kcfg = kad::Config::new(kad::PROTOCOL_NAME);
         kcfg.set_query_timeout(Duration::from_secs(30));
+        // The event loop bootstraps once it has a peer; kad's own timer
+        // would only warn "no known peers" on a node started first.
+        kcfg.set_periodic_bootstrap_interval(None);
         let mut k = kad::Behaviour::with_config(local, kad::store::MemoryStore::with_config(local, store_cfg), kcfg);
         // Kademlia turns server only on a confirmed external address, which
         // never happens on a LAN or loopback: a node that listens serves.

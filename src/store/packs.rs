@@ -92,7 +92,9 @@ fn open_pack(path: &Path, buf: &mut AlignedBuf) -> std::io::Result<File> {
     let header = buf.get(ALIGN);
     header.fill(0);
     header[..FILE_MAGIC.len()].copy_from_slice(FILE_MAGIC);
-    let open = |flags: i32| OpenOptions::new().create(true).truncate(false).read(true).write(true).custom_flags(flags).open(path);
+    let open = |flags: i32| {
+        OpenOptions::new().create(true).truncate(false).read(true).write(true).custom_flags(flags).open(path)
+    };
     if let Ok(file) = open(libc::O_DIRECT)
         && file.write_all_at(header, 0).is_ok()
     {
@@ -110,7 +112,12 @@ impl Packs {
         fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let next = Self::list(dir)?.into_iter().max().map_or(1, |n| n + 1);
         let current = Self::create(dir, next, 0)?;
-        Ok(Packs { dir: dir.to_path_buf(), current: Mutex::new(current), syncing: Mutex::new(()), synced: AtomicU64::new(0) })
+        Ok(Packs {
+            dir: dir.to_path_buf(),
+            current: Mutex::new(current),
+            syncing: Mutex::new(()),
+            synced: AtomicU64::new(0),
+        })
     }
 
     /// Numbers of the pack files present on disk.
