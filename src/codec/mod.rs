@@ -63,13 +63,7 @@ pub fn decode<T: DeserializeOwned>(version: u8, bytes: &[u8], limit: usize) -> R
     if found != version {
         return Err(CodecError::Version { found, expected: version });
     }
-    let cfg = config().with_limit::<{ MAX_RECORD }>();
-    let (value, used) =
-        bincode::serde::decode_from_slice(body, cfg).map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if used != body.len() {
-        return Err(CodecError::Trailing(body.len() - used));
-    }
-    Ok(value)
+    decode_body(body)
 }
 
 /// Encodes `value`'s bincode body alone, for containers (wire frames) that

@@ -82,32 +82,24 @@ enum Cmd {
         chunk: u64,
     },
     /// Put --total bytes as distinct chunks to a `pactfs provider` at --addr.
-    PactfsPut {
-        #[arg(long)]
-        addr: Multiaddr,
-        #[arg(long, value_parser = parse_size)]
-        total: u64,
-        #[arg(long, value_parser = parse_size)]
-        chunk: u64,
-        #[arg(long, default_value_t = 4)]
-        streams: usize,
-        /// Chunk contents and client identity: the same seed gets back what was put.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    PactfsPut(PactfsArgs),
     /// Get back, verifying each, the chunks `pactfs-put` stored with the same seed.
-    PactfsGet {
-        #[arg(long)]
-        addr: Multiaddr,
-        #[arg(long, value_parser = parse_size)]
-        total: u64,
-        #[arg(long, value_parser = parse_size)]
-        chunk: u64,
-        #[arg(long, default_value_t = 4)]
-        streams: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-    },
+    PactfsGet(PactfsArgs),
+}
+
+#[derive(clap::Args)]
+struct PactfsArgs {
+    #[arg(long)]
+    addr: Multiaddr,
+    #[arg(long, value_parser = parse_size)]
+    total: u64,
+    #[arg(long, value_parser = parse_size)]
+    chunk: u64,
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Chunk contents and client identity: the same seed gets back what was put.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -137,12 +129,8 @@ fn main() -> Result<()> {
             Cmd::RawSend { addr, total, chunk, streams } => raw_send(addr, total, chunk, streams).await,
             Cmd::TcpServe { listen_port } => tcp_serve(listen_port).await,
             Cmd::TcpSend { addr, total, chunk } => tcp_send(&addr, total, chunk).await,
-            Cmd::PactfsPut { addr, total, chunk, streams, seed } => {
-                pactfs_path::put(addr, total, chunk, streams, seed).await
-            }
-            Cmd::PactfsGet { addr, total, chunk, streams, seed } => {
-                pactfs_path::get(addr, total, chunk, streams, seed).await
-            }
+            Cmd::PactfsPut(a) => pactfs_path::put(a.addr, a.total, a.chunk, a.streams, a.seed).await,
+            Cmd::PactfsGet(a) => pactfs_path::get(a.addr, a.total, a.chunk, a.streams, a.seed).await,
         }
     })
 }
