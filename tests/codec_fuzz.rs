@@ -151,9 +151,30 @@ proptest! {
     }
 }
 
-/// Length prefixes that lie about huge sizes cost nothing.
+/// Length prefixes that lie about huge sizes cost nothing: not in the
+/// first field, and not in a string or a body further in.
 #[test]
 fn lying_lengths_allocate_nothing_large() {
+    // A refusal whose message claims 60 MiB; a put whose body claims 16 MiB.
+    let mut refused = vec![0u8, 0xfc];
+    refused.extend_from_slice(&(60u32 << 20).to_le_bytes());
+    refused.extend_from_slice(b"short");
+    check_response(4, &refused).unwrap();
+    let client = Signer::from_seed(&[1; 32]);
+    let token = client.sign(PutToken::new(client.node_key(), client.node_key(), 5));
+    let (kind, mut put) = Request::Put(PutChunk { token, id: [0; 32], body: vec![] }).encode();
+    put.pop();
+    put.push(0xfc);
+    put.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    put.extend_from_slice(&[7; 100]);
+    check_request(kind, &put).unwrap();
+    // Tighter than the kind's limit: a lie costs at most 4x the input.
+    for (what, peak, len) in [
+        ("refusal", peak_of(|| Response::decode(4, &refused).is_err()).1, refused.len()),
+        ("put", peak_of(|| Request::decode(kind, &put).is_err()).1, put.len()),
+    ] {
+        assert!(peak <= 4 * len.max(4096) + SLACK, "{what}: {peak} bytes allocated for {len} input bytes");
+    }
     // A has-chunks body claiming 2^40 ids, a chunk claiming 2^40 bytes.
     let lies: [&[u8]; 2] = [&[0xfd, 0, 0, 0, 0, 0, 1, 0, 0], &[0xfc, 0xff, 0xff, 0xff, 0x7f]];
     for kind in 1..=3 {

@@ -74,8 +74,27 @@ pub fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a body written by [`encode_body`]; the caller has already
 /// bounded its length.
+///
+/// bincode reserves what a length prefix claims (up to its limit) before it
+/// reads, so the limit must follow the input: no honest prefix claims more
+/// than the input holds. The limit is the smallest of a few steps at or
+/// above the input's length, so a lying prefix costs at most 4x the input.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
-    let cfg = config().with_limit::<{ MAX_RECORD }>();
+    const K: usize = 1024;
+    match body.len() {
+        0..=4096 => decode_limited::<T, { 4 * K }>(body),
+        ..=16384 => decode_limited::<T, { 16 * K }>(body),
+        ..=65536 => decode_limited::<T, { 64 * K }>(body),
+        ..=262_144 => decode_limited::<T, { 256 * K }>(body),
+        ..=1_048_576 => decode_limited::<T, { K * K }>(body),
+        ..=4_194_304 => decode_limited::<T, { 4 * K * K }>(body),
+        ..=17_825_792 => decode_limited::<T, { 17 * K * K }>(body),
+        _ => decode_limited::<T, MAX_RECORD>(body),
+    }
+}
+
+fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(body: &[u8]) -> Result<T, CodecError> {
+    let cfg = config().with_limit::<LIMIT>();
     let (value, used) =
         bincode::serde::decode_from_slice(body, cfg).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
