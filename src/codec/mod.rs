@@ -83,12 +83,12 @@ pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
     const K: usize = 1024;
     match body.len() {
         0..=4096 => decode_limited::<T, { 4 * K }>(body),
-        ..=16384 => decode_limited::<T, { 16 * K }>(body),
-        ..=65536 => decode_limited::<T, { 64 * K }>(body),
-        ..=262_144 => decode_limited::<T, { 256 * K }>(body),
-        ..=1_048_576 => decode_limited::<T, { K * K }>(body),
-        ..=4_194_304 => decode_limited::<T, { 4 * K * K }>(body),
-        ..=17_825_792 => decode_limited::<T, { 17 * K * K }>(body),
+        4097..=16384 => decode_limited::<T, { 16 * K }>(body),
+        16385..=65536 => decode_limited::<T, { 64 * K }>(body),
+        65537..=262_144 => decode_limited::<T, { 256 * K }>(body),
+        262_145..=1_048_576 => decode_limited::<T, { K * K }>(body),
+        1_048_577..=4_194_304 => decode_limited::<T, { 4 * K * K }>(body),
+        4_194_305..=17_825_792 => decode_limited::<T, { 17 * K * K }>(body),
         _ => decode_limited::<T, MAX_RECORD>(body),
     }
 }
