@@ -184,3 +184,21 @@ fn lying_lengths_allocate_nothing_large() {
         }
     }
 }
+
+/// Bodies of every size round-trip, near powers of two included (an earlier
+/// limit keyed to the input's length refused chunks a few bytes under one).
+#[test]
+fn chunk_sizes_near_boundaries_round_trip() {
+    for base in [4096usize, 16384, 65536, 262_144, 1 << 20, 4 << 20] {
+        for n in base - 12..base + 12 {
+            let res = Response::Chunk(vec![0xa5; n]);
+            let (kind, body) = res.encode();
+            assert_eq!(Response::decode(kind, &body).unwrap(), res, "chunk of {n} bytes");
+            let client = Signer::from_seed(&[1; 32]);
+            let token = client.sign(PutToken::new(client.node_key(), client.node_key(), 5));
+            let req = Request::Put(PutChunk { token, id: [1; 32], body: vec![0x5a; n] });
+            let (kind, body) = req.encode();
+            assert_eq!(Request::decode(kind, &body).unwrap(), req, "put of {n} bytes");
+        }
+    }
+}

@@ -73,28 +73,11 @@ pub fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a body written by [`encode_body`]; the caller has already
-/// bounded its length.
-///
-/// bincode reserves what a length prefix claims (up to its limit) before it
-/// reads, so the limit must follow the input: no honest prefix claims more
-/// than the input holds. The limit is the smallest of a few steps at or
-/// above the input's length, so a lying prefix costs at most 4x the input.
+/// bounded its length. Variable-length fields of wire types decode through
+/// [`bytes`], [`string`] and [`bounded_seq`], which allocate only what the
+/// input holds: bincode itself reserves whatever a length prefix claims.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, CodecError> {
-    const K: usize = 1024;
-    match body.len() {
-        0..=4096 => decode_limited::<T, { 4 * K }>(body),
-        4097..=16384 => decode_limited::<T, { 16 * K }>(body),
-        16385..=65536 => decode_limited::<T, { 64 * K }>(body),
-        65537..=262_144 => decode_limited::<T, { 256 * K }>(body),
-        262_145..=1_048_576 => decode_limited::<T, { K * K }>(body),
-        1_048_577..=4_194_304 => decode_limited::<T, { 4 * K * K }>(body),
-        4_194_305..=17_825_792 => decode_limited::<T, { 17 * K * K }>(body),
-        _ => decode_limited::<T, MAX_RECORD>(body),
-    }
-}
-
-fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(body: &[u8]) -> Result<T, CodecError> {
-    let cfg = config().with_limit::<LIMIT>();
+    let cfg = config().with_limit::<{ MAX_RECORD }>();
     let (value, used) =
         bincode::serde::decode_from_slice(body, cfg).map_err(|e| CodecError::Malformed(e.to_string()))?;
     if used != body.len() {
@@ -102,6 +85,74 @@ fn decode_limited<T: DeserializeOwned, const LIMIT: usize>(body: &[u8]) -> Resul
     }
     Ok(value)
 }
+
+/// Serde for a `Vec<u8>` field (`#[serde(with = "codec::bytes")]`): bytes
+/// on the wire, decoded from the borrowed input, so a length prefix that
+/// lies costs nothing.
+pub mod bytes {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct Bytes;
+        impl<'de> de::Visitor<'de> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+}
+
+/// Serde for a `String` field (`#[serde(with = "codec::string")]`), decoded
+/// from the borrowed input like [`bytes`].
+pub mod string {
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        struct Str;
+        impl<'de> de::Visitor<'de> for Str {
+            type Value = String;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+                Ok(v.to_string())
+            }
+        }
+        d.deserialize_str(Str)
+    }
+}
+
+/// Encodes a body that is one byte string, without copying it first.
+pub fn encode_bytes_body(b: &[u8]) -> Vec<u8> {
+    struct Borrowed<'a>(&'a [u8]);
+    impl Serialize for Borrowed<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+    encode_body(&Borrowed(b))
+}
+
+/// A byte string as a type of its own, for sequences of them and for a
+/// message that is only bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Bytes(#[serde(with = "bytes")] pub Vec<u8>);
 
 pub mod frame;
 

@@ -21,7 +21,7 @@ pub struct Announce {
     pub role: u8,
     /// Addresses as multiaddr bytes.
     #[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_ANNOUNCE_ADDRS>")]
-    pub addrs: Vec<serde_bytes::ByteBuf>,
+    pub addrs: Vec<codec::Bytes>,
     /// Capacity left for sale, in bytes.
     pub free: u64,
     pub at: u64,
@@ -34,7 +34,7 @@ impl Announce {
             Role::Both => 2,
             _ => 0,
         };
-        let addrs = addrs.iter().take(MAX_ANNOUNCE_ADDRS).map(|a| serde_bytes::ByteBuf::from(a.to_vec())).collect();
+        let addrs = addrs.iter().take(MAX_ANNOUNCE_ADDRS).map(|a| codec::Bytes(a.to_vec())).collect();
         Announce { role, addrs, free, at }
     }
     pub fn role(&self) -> Role {
@@ -47,7 +47,7 @@ impl Announce {
     }
     /// The addresses that parse; at most a fixed number.
     pub fn multiaddrs(&self) -> Vec<Multiaddr> {
-        self.addrs.iter().take(MAX_ANNOUNCE_ADDRS).filter_map(|b| Multiaddr::try_from(b.to_vec()).ok()).collect()
+        self.addrs.iter().take(MAX_ANNOUNCE_ADDRS).filter_map(|b| Multiaddr::try_from(b.0.clone()).ok()).collect()
     }
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(ANNOUNCE_V1, self)

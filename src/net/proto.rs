@@ -29,7 +29,7 @@ pub const HAS: StreamProtocol = StreamProtocol::new("/pactfs/has/1");
 pub struct PutChunk {
     pub token: Signed<PutToken>,
     pub id: [u8; 32],
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "codec::bytes")]
     pub body: Vec<u8>,
 }
 
@@ -82,6 +82,7 @@ pub enum Refusal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refused {
     pub why: Refusal,
+    #[serde(with = "codec::string")]
     pub message: String,
 }
 
@@ -159,7 +160,7 @@ impl Response {
     pub fn encode(&self) -> (u8, Vec<u8>) {
         match self {
             Response::Stored(m) => (RES_STORED, codec::encode_body(m)),
-            Response::Chunk(m) => (RES_CHUNK, codec::encode_body(&serde_bytes::Bytes::new(m))),
+            Response::Chunk(m) => (RES_CHUNK, codec::encode_bytes_body(m)),
             Response::Has(m) => (RES_HAS, codec::encode_body(&HasAnswer(m.clone()))),
             Response::Refused(m) => (RES_REFUSED, codec::encode_body(m)),
         }
@@ -167,7 +168,7 @@ impl Response {
     pub fn decode(kind: u8, body: &[u8]) -> Result<Response, codec::CodecError> {
         Ok(match kind {
             RES_STORED => Response::Stored(codec::decode_body(body)?),
-            RES_CHUNK => Response::Chunk(codec::decode_body::<serde_bytes::ByteBuf>(body)?.into_vec()),
+            RES_CHUNK => Response::Chunk(codec::decode_body::<codec::Bytes>(body)?.0),
             RES_HAS => Response::Has(codec::decode_body::<HasAnswer>(body)?.0),
             RES_REFUSED => Response::Refused(codec::decode_body(body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
