@@ -61,7 +61,8 @@ enum Command {
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Run a provider node: sell the capacity set in [provider] until stopped.
+    /// Run a provider node in the foreground: sell the capacity set in [provider]
+    /// until SIGINT/SIGTERM ([provider] enabled = true makes a mounted node sell too).
     Provider,
     /// List connected peers: peer id, mode, role, latency, address.
     Peers {
@@ -129,7 +130,8 @@ fn init_logging(verbose: u8, daemon: bool) {
     let kad = if verbose >= 2 { "" } else { ",libp2p_kad=error" };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("pactfs={level}{kad},warn")));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A daemon's stderr becomes its log file after the fork: no colours.
+    let ansi = !daemon && std::io::IsTerminal::is_terminal(&std::io::stderr());
     // A log that cannot be written (the daemon's log on a full disk) must
     // not take the node down: tracing's own fallback would panic in
     // eprintln! on the same broken stderr.

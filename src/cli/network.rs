@@ -36,7 +36,7 @@ pub fn node_info(home: &Home, json: bool) -> Result<i32> {
     }
     if let Some(p) = v.get("provider").filter(|p| !p.is_null()) {
         let n = |k: &str| p.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-        let size = |k: &str| format!("{} ({} bytes)", crate::config::ByteSize(n(k)), n(k));
+        let size = |k: &str| format!("{} ({} bytes)", human_bytes(n(k)), n(k));
         print_kv(&[
             ("Chunks held", n("chunks").to_string()),
             ("Bytes held", size("bytes")),
@@ -85,4 +85,16 @@ pub fn scrub(home: &Home, json: bool) -> Result<i32> {
         ])?;
     }
     Ok(if n("bad") == 0 && n("unreachable") == 0 { 0 } else { 1 })
+}
+
+/// 361.1 MiB, for people (scripts read the bytes or --json).
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[i]) }
 }

@@ -2,7 +2,7 @@
 //! verify it, byte for byte, against its id and the local copy.
 
 use crate::chunk::ChunkId;
-use crate::net::{NetHandle, Request, Response, peer_id_of, proto::GetChunk};
+use crate::net::{NetHandle, Refusal, Request, Response, peer_id_of, proto::GetChunk};
 use crate::promise::NodeKey;
 use crate::store::Store;
 use futures::StreamExt;
@@ -36,7 +36,18 @@ enum Outcome {
 
 async fn check_one(store: Arc<Store>, net: NetHandle, id: ChunkId, holder: NodeKey, dht: bool) -> Outcome {
     let Some(peer) = peer_id_of(&holder) else { return Outcome::Bad("holder key is not a valid peer".into()) };
-    let fetched = match net.request(peer, Request::Get(GetChunk { id: id.0, range: None })).await {
+    let mut answer = net.request(peer, Request::Get(GetChunk { id: id.0, range: None })).await;
+    // A provider busy with uploads asks us to come back: do, a few times.
+    for wait_ms in [100, 300, 1000, 3000] {
+        match &answer {
+            Ok(Response::Refused(r)) if r.why == Refusal::Busy => {
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
+                answer = net.request(peer, Request::Get(GetChunk { id: id.0, range: None })).await;
+            }
+            _ => break,
+        }
+    }
+    let fetched = match answer {
         Ok(Response::Chunk(b)) => b,
         Ok(Response::Refused(r)) => return Outcome::Unreachable(format!("{peer} refused: {}", r.message)),
         Ok(other) => return Outcome::Bad(format!("{peer} answered {other:?}")),

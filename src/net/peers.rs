@@ -130,7 +130,11 @@ impl PeerTable {
             .connected()
             .map(|(id, p)| PeerSummary {
                 peer_id: id.to_string(),
-                addresses: p.addrs.iter().map(|a| a.to_string()).collect(),
+                addresses: {
+                    let mut a: Vec<String> = p.addrs.iter().map(|a| a.to_string()).collect();
+                    a.sort();
+                    a
+                },
                 mode: p.mode.clone().unwrap_or_else(|| "unknown".into()),
                 role: p.role.unwrap_or(Role::Unknown),
                 latency_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),

@@ -118,3 +118,48 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_reach_the_target_and_go_with_the_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 0).unwrap();
+        let body = crate::test_data::data(100_000, 1);
+        let id = ChunkId::of(&body);
+        let mut txn = store.begin();
+        txn.add_chunk_at(&id, &body, None).unwrap();
+        txn.commit(false).unwrap();
+        assert_eq!(store.pending_ids(None, 10).unwrap(), vec![id]);
+        assert_eq!(store.record_replica(&id, &[1; 32], b"r1", 2).unwrap(), Some(1));
+        // The same holder twice counts once.
+        assert_eq!(store.record_replica(&id, &[1; 32], b"r1", 2).unwrap(), Some(1));
+        assert!(store.chunk(&id).unwrap().unwrap().placement.pending);
+        assert_eq!(store.record_replica(&id, &[2; 32], b"r2", 2).unwrap(), Some(2));
+        let rec = store.chunk(&id).unwrap().unwrap();
+        assert!(!rec.placement.pending && !rec.placement.pinned);
+        assert!(store.pending_ids(None, 10).unwrap().is_empty());
+        assert_eq!(store.replica_holders(&id).unwrap(), vec![[1; 32], [2; 32]]);
+        // Released: the chunk and its replica records go together.
+        let mut txn = store.begin();
+        txn.ref_chunk(&id, -1);
+        txn.commit(false).unwrap();
+        assert!(store.all_replicas().unwrap().is_empty());
+        assert_eq!(store.record_replica(&id, &[3; 32], b"r3", 2).unwrap(), None);
+    }
+
+    #[test]
+    fn held_chunks_are_not_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 0).unwrap();
+        let body = crate::test_data::data(300_000, 2);
+        let id = ChunkId::of(&body);
+        assert!(store.hold(&id, &body).unwrap());
+        assert!(!store.hold(&id, &body).unwrap());
+        assert!(store.holds(&id).unwrap());
+        assert!(store.pending_ids(None, 10).unwrap().is_empty());
+        assert_eq!(store.chunk_body(&id).unwrap(), body);
+    }
+}

@@ -178,13 +178,6 @@ pub fn replica_key(id: &ChunkId, holder: &[u8; 32]) -> [u8; 64] {
     k
 }
 
-/// The key range holding every replica of `id` (end exclusive).
-pub fn replica_range(id: &ChunkId) -> (Vec<u8>, Vec<u8>) {
-    let mut end = id.0.to_vec();
-    end.extend_from_slice(&[0xff; 33]);
-    (id.0.to_vec(), end)
-}
-
 pub fn parse_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }

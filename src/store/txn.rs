@@ -167,8 +167,13 @@ impl<'a> Txn<'a> {
                 } else if !is_new {
                     self.batch.delete_cf(store.cf("chunks"), id.0);
                     self.batch.delete_cf(store.cf("pending"), id.0);
-                    let (from, to) = records::replica_range(&id);
-                    self.batch.delete_range_cf(store.cf("replicas"), from, to);
+                    // Point deletes: range tombstones would slow every
+                    // later scan of the column family.
+                    if rec.placement.replicas > 0 {
+                        for holder in store.replica_holders(&id)? {
+                            self.batch.delete_cf(store.cf("replicas"), records::replica_key(&id, &holder));
+                        }
+                    }
                     if rec.pack == INLINE_PACK {
                         self.batch.delete_cf(store.cf("bodies"), id.0);
                     } else {
