@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 /// Uploads in flight at once, over all providers: request-response pays a
 /// round trip per chunk, so throughput needs many in flight (a provider
-/// admits 16 per peer).
+/// admits 32 per peer).
 const MAX_UPLOADS: usize = 16;
 /// Chunks taken from the queue per pass.
 const BATCH: usize = 256;

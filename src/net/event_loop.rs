@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Inbound requests one peer may have in flight; more are refused as busy.
-pub const MAX_INFLIGHT_PER_PEER: usize = 16;
+pub const MAX_INFLIGHT_PER_PEER: usize = 32;
 /// Connections the node opens on its own to peers it learns of.
 const MAX_AUTO_DIALS: usize = 64;
 /// Provider-record announcements in flight at once.
