@@ -63,7 +63,8 @@ fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
 const SLACK: usize = 4096;
 
 fn check_request(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
-    let (r, peak) = peak_of(|| Request::decode(kind, body).map(|_| ()));
+    let owned = body.to_vec();
+    let (r, peak) = peak_of(|| Request::decode(kind, owned).map(|_| ()));
     let limit = proto::request_limit(kind).unwrap_or(0);
     prop_assert!(peak <= limit + SLACK, "request kind {kind}: {peak} bytes allocated for {} input bytes", body.len());
     drop(r);
@@ -71,7 +72,8 @@ fn check_request(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
 }
 
 fn check_response(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
-    let (r, peak) = peak_of(|| Response::decode(kind, body).map(|_| ()));
+    let owned = body.to_vec();
+    let (r, peak) = peak_of(|| Response::decode(kind, owned).map(|_| ()));
     let limit = proto::response_limit(kind).unwrap_or(0);
     prop_assert!(peak <= limit + SLACK, "response kind {kind}: {peak} bytes allocated for {} input bytes", body.len());
     drop(r);
@@ -127,7 +129,7 @@ proptest! {
     #[test]
     fn valid_requests_round_trip_and_survive_mutation(req in valid_requests(), flip in any::<(usize, u8)>(), cut in any::<usize>()) {
         let (kind, body) = req.encode();
-        prop_assert_eq!(Request::decode(kind, &body).unwrap(), req);
+        prop_assert_eq!(Request::decode(kind, body.clone()).unwrap(), req);
         let mut mutated = body.clone();
         if !mutated.is_empty() {
             let i = flip.0 % mutated.len();
@@ -140,7 +142,7 @@ proptest! {
     #[test]
     fn valid_responses_round_trip_and_survive_mutation(res in valid_responses(), flip in any::<(usize, u8)>(), cut in any::<usize>()) {
         let (kind, body) = res.encode();
-        prop_assert_eq!(Response::decode(kind, &body).unwrap(), res);
+        prop_assert_eq!(Response::decode(kind, body.clone()).unwrap(), res);
         let mut mutated = body.clone();
         if !mutated.is_empty() {
             let i = flip.0 % mutated.len();
@@ -155,23 +157,35 @@ proptest! {
 /// first field, and not in a string or a body further in.
 #[test]
 fn lying_lengths_allocate_nothing_large() {
-    // A refusal whose message claims 60 MiB; a put whose body claims 16 MiB.
+    // A refusal whose message claims 60 MiB; a put whose head claims 16 MiB.
     let mut refused = vec![0u8, 0xfc];
     refused.extend_from_slice(&(60u32 << 20).to_le_bytes());
     refused.extend_from_slice(b"short");
     check_response(4, &refused).unwrap();
     let client = Signer::from_seed(&[1; 32]);
     let token = client.sign(PutToken::new(client.node_key(), client.node_key(), 5));
-    let (kind, mut put) = Request::Put(PutChunk { token, id: [0; 32], body: vec![] }).encode();
-    put.pop();
-    put.push(0xfc);
-    put.extend_from_slice(&(16u32 << 20).to_le_bytes());
-    put.extend_from_slice(&[7; 100]);
+    let (kind, mut put) = Request::Put(PutChunk { token, id: [0; 32], body: vec![7; 100] }).encode();
+    let n = put.len();
+    put[n - 4..].copy_from_slice(&(16u32 << 20).to_be_bytes());
     check_request(kind, &put).unwrap();
     // Tighter than the kind's limit: a lie costs at most 4x the input.
     for (what, peak, len) in [
-        ("refusal", peak_of(|| Response::decode(4, &refused).is_err()).1, refused.len()),
-        ("put", peak_of(|| Request::decode(kind, &put).is_err()).1, put.len()),
+        (
+            "refusal",
+            {
+                let r = refused.clone();
+                peak_of(move || Response::decode(4, r).is_err()).1
+            },
+            refused.len(),
+        ),
+        (
+            "put",
+            {
+                let p = put.clone();
+                peak_of(move || Request::decode(kind, p).is_err()).1
+            },
+            put.len(),
+        ),
     ] {
         assert!(peak <= 4 * len.max(4096) + SLACK, "{what}: {peak} bytes allocated for {len} input bytes");
     }
@@ -193,12 +207,12 @@ fn chunk_sizes_near_boundaries_round_trip() {
         for n in base - 12..base + 12 {
             let res = Response::Chunk(vec![0xa5; n]);
             let (kind, body) = res.encode();
-            assert_eq!(Response::decode(kind, &body).unwrap(), res, "chunk of {n} bytes");
+            assert_eq!(Response::decode(kind, body).unwrap(), res, "chunk of {n} bytes");
             let client = Signer::from_seed(&[1; 32]);
             let token = client.sign(PutToken::new(client.node_key(), client.node_key(), 5));
             let req = Request::Put(PutChunk { token, id: [1; 32], body: vec![0x5a; n] });
             let (kind, body) = req.encode();
-            assert_eq!(Request::decode(kind, &body).unwrap(), req, "put of {n} bytes");
+            assert_eq!(Request::decode(kind, body).unwrap(), req, "put of {n} bytes");
         }
     }
 }

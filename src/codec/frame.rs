@@ -83,6 +83,22 @@ pub fn check_header(
     Ok(())
 }
 
+/// Writes one frame whose body is `parts` one after the other (so a large
+/// part is never copied into a joined buffer), and flushes it.
+pub async fn write_parts<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    version: u8,
+    kind: u8,
+    parts: &[Vec<u8>],
+) -> std::io::Result<()> {
+    let len = parts.iter().map(Vec::len).sum();
+    io.write_all(&header(version, kind, len)).await?;
+    for p in parts {
+        io.write_all(p).await?;
+    }
+    io.flush().await
+}
+
 /// Writes one frame and flushes it.
 pub async fn write<W: AsyncWrite + Unpin>(io: &mut W, version: u8, kind: u8, body: &[u8]) -> std::io::Result<()> {
     io.write_all(&header(version, kind, body.len())).await?;

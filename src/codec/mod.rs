@@ -138,17 +138,6 @@ pub mod string {
     }
 }
 
-/// Encodes a body that is one byte string, without copying it first.
-pub fn encode_bytes_body(b: &[u8]) -> Vec<u8> {
-    struct Borrowed<'a>(&'a [u8]);
-    impl Serialize for Borrowed<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
-    encode_body(&Borrowed(b))
-}
-
 /// A byte string as a type of its own, for sequences of them and for a
 /// message that is only bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]

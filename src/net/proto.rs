@@ -25,11 +25,10 @@ pub const GET: StreamProtocol = StreamProtocol::new("/pactfs/get/1");
 pub const HAS: StreamProtocol = StreamProtocol::new("/pactfs/has/1");
 
 /// Upload one sealed chunk under a capability.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutChunk {
     pub token: Signed<PutToken>,
     pub id: [u8; 32],
-    #[serde(with = "codec::bytes")]
     pub body: Vec<u8>,
 }
 
@@ -123,26 +122,58 @@ pub fn request_limit(kind: u8) -> Option<usize> {
 pub fn response_limit(kind: u8) -> Option<usize> {
     match kind {
         RES_STORED => Some(1024),
-        RES_CHUNK => Some(MAX_CHUNK + 16),
+        RES_CHUNK => Some(MAX_CHUNK),
         RES_HAS => Some(MAX_HAS_IDS + 16),
         RES_REFUSED => Some(ENVELOPE),
         _ => None,
     }
 }
 
+/// The fixed fields of a put. They travel after its body, so the receiver
+/// cuts them off the end of the frame and keeps the body where it landed.
+#[derive(Serialize, Deserialize)]
+struct PutHead {
+    token: Signed<PutToken>,
+    id: [u8; 32],
+}
+
+fn malformed(what: &str) -> codec::CodecError {
+    codec::CodecError::Malformed(what.to_string())
+}
+
 impl Request {
-    pub fn encode(&self) -> (u8, Vec<u8>) {
+    /// The frame kind and the parts of the frame body, written in order. A
+    /// put is `body | head | head length u32 BE`: the chunk is never copied.
+    pub fn into_wire(self) -> (u8, Vec<Vec<u8>>) {
         match self {
-            Request::Put(m) => (REQ_PUT, codec::encode_body(m)),
-            Request::Get(m) => (REQ_GET, codec::encode_body(m)),
-            Request::Has(m) => (REQ_HAS, codec::encode_body(m)),
+            Request::Put(m) => {
+                let head = codec::encode_body(&PutHead { token: m.token, id: m.id });
+                let len = u32::try_from(head.len()).unwrap_or(u32::MAX).to_be_bytes().to_vec();
+                (REQ_PUT, vec![m.body, head, len])
+            }
+            Request::Get(m) => (REQ_GET, vec![codec::encode_body(&m)]),
+            Request::Has(m) => (REQ_HAS, vec![codec::encode_body(&m)]),
         }
     }
-    pub fn decode(kind: u8, body: &[u8]) -> Result<Request, codec::CodecError> {
+    /// The frame kind and the whole frame body (for tests and tools).
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        let (kind, parts) = self.clone().into_wire();
+        (kind, parts.concat())
+    }
+    pub fn decode(kind: u8, body: Vec<u8>) -> Result<Request, codec::CodecError> {
         Ok(match kind {
-            REQ_PUT => Request::Put(codec::decode_body(body)?),
-            REQ_GET => Request::Get(codec::decode_body(body)?),
-            REQ_HAS => Request::Has(codec::decode_body(body)?),
+            REQ_PUT => {
+                let n = body.len();
+                let tail = n.checked_sub(4).ok_or_else(|| malformed("put frame too short"))?;
+                let head_len = u32::from_be_bytes([body[tail], body[tail + 1], body[tail + 2], body[tail + 3]]);
+                let start = tail.checked_sub(head_len as usize).ok_or_else(|| malformed("put head past the frame"))?;
+                let head: PutHead = codec::decode_body(&body[start..tail])?;
+                let mut body = body;
+                body.truncate(start);
+                Request::Put(PutChunk { token: head.token, id: head.id, body })
+            }
+            REQ_GET => Request::Get(codec::decode_body(&body)?),
+            REQ_HAS => Request::Has(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown request kind {other}"))),
         })
     }
@@ -157,20 +188,25 @@ impl Request {
 }
 
 impl Response {
-    pub fn encode(&self) -> (u8, Vec<u8>) {
+    /// As [`Request::into_wire`]; a chunk's frame body is the chunk itself.
+    pub fn into_wire(self) -> (u8, Vec<Vec<u8>>) {
         match self {
-            Response::Stored(m) => (RES_STORED, codec::encode_body(m)),
-            Response::Chunk(m) => (RES_CHUNK, codec::encode_bytes_body(m)),
-            Response::Has(m) => (RES_HAS, codec::encode_body(&HasAnswer(m.clone()))),
-            Response::Refused(m) => (RES_REFUSED, codec::encode_body(m)),
+            Response::Stored(m) => (RES_STORED, vec![codec::encode_body(&m)]),
+            Response::Chunk(m) => (RES_CHUNK, vec![m]),
+            Response::Has(m) => (RES_HAS, vec![codec::encode_body(&HasAnswer(m))]),
+            Response::Refused(m) => (RES_REFUSED, vec![codec::encode_body(&m)]),
         }
     }
-    pub fn decode(kind: u8, body: &[u8]) -> Result<Response, codec::CodecError> {
+    pub fn encode(&self) -> (u8, Vec<u8>) {
+        let (kind, parts) = self.clone().into_wire();
+        (kind, parts.concat())
+    }
+    pub fn decode(kind: u8, body: Vec<u8>) -> Result<Response, codec::CodecError> {
         Ok(match kind {
-            RES_STORED => Response::Stored(codec::decode_body(body)?),
-            RES_CHUNK => Response::Chunk(codec::decode_body::<codec::Bytes>(body)?.0),
-            RES_HAS => Response::Has(codec::decode_body::<HasAnswer>(body)?.0),
-            RES_REFUSED => Response::Refused(codec::decode_body(body)?),
+            RES_STORED => Response::Stored(codec::decode_body(&body)?),
+            RES_CHUNK => Response::Chunk(body),
+            RES_HAS => Response::Has(codec::decode_body::<HasAnswer>(&body)?.0),
+            RES_REFUSED => Response::Refused(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
         })
     }
@@ -195,7 +231,7 @@ impl libp2p::request_response::Codec for ChunkCodec {
         io: &mut T,
     ) -> std::io::Result<Request> {
         let (kind, body) = frame::read(io, WIRE_V1, request_limit).await?;
-        let req = Request::decode(kind, &body).map_err(invalid)?;
+        let req = Request::decode(kind, body).map_err(invalid)?;
         if req.protocol() != *protocol {
             return Err(invalid(format!("a {kind} request on {protocol}")));
         }
@@ -208,7 +244,7 @@ impl libp2p::request_response::Codec for ChunkCodec {
         io: &mut T,
     ) -> std::io::Result<Response> {
         let (kind, body) = frame::read(io, WIRE_V1, response_limit).await?;
-        Response::decode(kind, &body).map_err(invalid)
+        Response::decode(kind, body).map_err(invalid)
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
@@ -217,8 +253,8 @@ impl libp2p::request_response::Codec for ChunkCodec {
         io: &mut T,
         req: Request,
     ) -> std::io::Result<()> {
-        let (kind, body) = req.encode();
-        frame::write(io, WIRE_V1, kind, &body).await
+        let (kind, parts) = req.into_wire();
+        frame::write_parts(io, WIRE_V1, kind, &parts).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -227,7 +263,7 @@ impl libp2p::request_response::Codec for ChunkCodec {
         io: &mut T,
         res: Response,
     ) -> std::io::Result<()> {
-        let (kind, body) = res.encode();
-        frame::write(io, WIRE_V1, kind, &body).await
+        let (kind, parts) = res.into_wire();
+        frame::write_parts(io, WIRE_V1, kind, &parts).await
     }
 }
