@@ -14,7 +14,7 @@ pub use scrub::{ScrubReport, scrub};
 use crate::chunk::ChunkId;
 use crate::net::{NetHandle, Response, node_key_of, proto::PutChunk};
 use crate::promise::{NodeKey, PutToken, Signed, Signer, TOKEN_LIFETIME_SECS, unix_now};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use futures::StreamExt;
 use libp2p::PeerId;
 use std::collections::HashMap;
@@ -112,22 +112,19 @@ impl Agent {
         if providers.is_empty() {
             return Ok(0);
         }
-        let store = self.store.clone();
         let after = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = tokio::task::spawn_blocking(move || store.pending_ids(after.as_ref(), BATCH))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        // One trip to the blocking pool for the batch and its holders.
+        let batch = self
+            .on_store(move |s| {
+                let ids = s.pending_ids(after.as_ref(), BATCH)?;
+                ids.into_iter().map(|id| Ok((id, s.replica_holders(&id)?))).collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
         // A short batch reached the end of the queue: start over next time.
         *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) =
-            if pending.len() < BATCH { None } else { pending.last().copied() };
+            if batch.len() < BATCH { None } else { batch.last().map(|(id, _)| *id) };
         let mut jobs = Vec::new();
-        for id in pending {
-            let store = self.store.clone();
-            let holders = tokio::task::spawn_blocking(move || store.replica_holders(&id))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
+        for (id, holders) in batch {
             let need = (self.replication as usize).saturating_sub(holders.len());
             let mut candidates: Vec<(blake3::Hash, PeerId)> = providers
                 .iter()
@@ -135,15 +132,43 @@ impl Agent {
                 .map(|p| (rendezvous(&id, p), *p))
                 .collect();
             candidates.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            jobs.extend(candidates.into_iter().take(need).map(|(_, p)| (id, p)));
+            let targets: Vec<PeerId> = candidates.into_iter().take(need).map(|(_, p)| p).collect();
+            if !targets.is_empty() {
+                jobs.push((id, targets));
+            }
         }
+        // Chunks in parallel, each to all its targets at once: about
+        // MAX_UPLOADS uploads in flight, and each body read once.
+        let chunks_at_once = (MAX_UPLOADS / self.replication as usize).max(1);
         let placed = futures::stream::iter(jobs)
-            .map(|(id, peer)| self.upload(id, peer))
-            .buffer_unordered(MAX_UPLOADS)
-            .filter(|ok| futures::future::ready(*ok))
-            .count()
+            .map(|(id, targets)| self.place(id, targets))
+            .buffer_unordered(chunks_at_once)
+            .fold(0, |sum, n| futures::future::ready(sum + n))
             .await;
         Ok(placed)
+    }
+
+    /// Runs store work on the blocking pool.
+    async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, String> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&store)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+
+    /// Uploads one chunk to each of `targets`; returns the replicas placed.
+    async fn place(&self, id: ChunkId, targets: Vec<PeerId>) -> usize {
+        let body = match self.on_store(move |s| s.chunk_body(&id)).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Deleted since it was queued, most likely.
+                tracing::debug!(chunk = %id.fmt_short(), cause = %e, "chunk not uploaded");
+                return 0;
+            }
+        };
+        let uploads = targets.into_iter().map(|peer| self.upload(id, peer, body.clone()));
+        futures::future::join_all(uploads).await.into_iter().filter(|ok| *ok).count()
     }
 
     fn token_for(&self, provider: NodeKey) -> Signed<PutToken> {
@@ -158,18 +183,8 @@ impl Agent {
     }
 
     /// Uploads one chunk to one provider and records its receipt.
-    async fn upload(&self, id: ChunkId, peer: PeerId) -> bool {
+    async fn upload(&self, id: ChunkId, peer: PeerId, body: Vec<u8>) -> bool {
         let Some(provider) = node_key_of(&peer) else { return false };
-        let store = self.store.clone();
-        let body = match tokio::task::spawn_blocking(move || store.chunk_body(&id)).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                // Deleted since it was queued, most likely.
-                tracing::debug!(chunk = %id.fmt_short(), cause = %e, "chunk not uploaded");
-                return false;
-            }
-            Err(_) => return false,
-        };
         let len = body.len();
         let req = crate::net::Request::Put(PutChunk { token: self.token_for(provider), id: id.0, body });
         let fail = |why: String| {
@@ -188,23 +203,19 @@ impl Agent {
         if let Err(e) = receipt.check(&provider, &self.me, &id.0, len32) {
             return fail(format!("bad receipt: {e}"));
         }
-        let store = self.store.clone();
         let bytes = crate::codec::encode(RECEIPT_V1, &receipt);
         let target = self.replication;
-        let recorded =
-            tokio::task::spawn_blocking(move || store.record_replica(&id, &provider.0, &bytes, target)).await;
-        match recorded {
-            Ok(Ok(_)) => {
+        match self.on_store(move |s| s.record_replica(&id, &provider.0, &bytes, target)).await {
+            Ok(_) => {
                 let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
                 s.uploads += 1;
                 s.upload_bytes += len as u64;
                 true
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::error!(cause = %e, "cannot record a replica");
                 false
             }
-            Err(_) => false,
         }
     }
 }

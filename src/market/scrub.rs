@@ -1,13 +1,15 @@
 //! `pactfs scrub`: fetch every recorded replica back from its holder and
-//! verify it, byte for byte, against its id and the local copy.
+//! verify it against its id. The id is the BLAKE3 of the sealed bytes, so a
+//! copy that verifies is byte for byte the one that was uploaded.
 
 use crate::chunk::ChunkId;
 use crate::net::{NetHandle, Refusal, Request, Response, peer_id_of, proto::GetChunk};
 use crate::promise::NodeKey;
 use crate::store::Store;
 use futures::StreamExt;
+use libp2p::PeerId;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 const PARALLEL: usize = 8;
@@ -18,7 +20,7 @@ pub struct ScrubReport {
     pub chunks: u64,
     pub replicas: u64,
     pub verified: u64,
-    /// Answers that do not hash to the id or differ from the local copy.
+    /// Answers that do not hash to the chunk id.
     pub bad: u64,
     /// Holders that could not be reached or refused.
     pub unreachable: u64,
@@ -34,66 +36,78 @@ enum Outcome {
     Unreachable(String),
 }
 
-async fn check_one(store: Arc<Store>, net: NetHandle, id: ChunkId, holder: NodeKey, dht: bool) -> Outcome {
-    let Some(peer) = peer_id_of(&holder) else { return Outcome::Bad("holder key is not a valid peer".into()) };
-    let mut answer = net.request(peer, Request::Get(GetChunk { id: id.0, range: None })).await;
+/// Fetches one replica and checks it against the chunk id (the id is the
+/// BLAKE3 of the sealed bytes, so a copy that verifies is the local copy).
+async fn check_replica(net: &NetHandle, id: ChunkId, peer: PeerId) -> Result<(), Outcome> {
+    let get = || net.request(peer, Request::Get(GetChunk { id: id.0, range: None }));
+    let mut answer = get().await;
     // A provider busy with uploads asks us to come back: do, a few times.
     for wait_ms in [100, 300, 1000, 3000] {
         match &answer {
             Ok(Response::Refused(r)) if r.why == Refusal::Busy => {
                 tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
-                answer = net.request(peer, Request::Get(GetChunk { id: id.0, range: None })).await;
+                answer = get().await;
             }
             _ => break,
         }
     }
-    let fetched = match answer {
-        Ok(Response::Chunk(b)) => b,
-        Ok(Response::Refused(r)) => return Outcome::Unreachable(format!("{peer} refused: {}", r.message)),
-        Ok(other) => return Outcome::Bad(format!("{peer} answered {other:?}")),
-        Err(e) => return Outcome::Unreachable(e.to_string()),
-    };
-    if !id.verifies(&fetched) {
-        return Outcome::Bad(format!("{peer} returned bytes that do not hash to {}", id.fmt_short()));
+    match answer {
+        Ok(Response::Chunk(b)) if id.verifies(&b) => Ok(()),
+        Ok(Response::Chunk(_)) => {
+            Err(Outcome::Bad(format!("{peer} returned bytes that do not hash to {}", id.fmt_short())))
+        }
+        Ok(Response::Refused(r)) => Err(Outcome::Unreachable(format!("{peer} refused: {}", r.message))),
+        Ok(other) => Err(Outcome::Bad(format!("{peer} answered {other:?}"))),
+        Err(e) => Err(Outcome::Unreachable(e.to_string())),
     }
-    let local = tokio::task::spawn_blocking(move || store.chunk_body(&id)).await;
-    if let Ok(Ok(local)) = local
-        && local != fetched
-    {
-        return Outcome::Bad(format!("{peer}: copy differs from the local one"));
-    }
-    let in_dht = dht && net.find_holders(id.0).await.is_ok_and(|h| h.contains(&peer));
-    Outcome::Verified { in_dht }
 }
 
-/// Checks every replica; `dht` also looks each holder up in the DHT.
+/// Checks every replica of one chunk, with one DHT lookup for all of them.
+async fn check_chunk(net: NetHandle, id: ChunkId, holders: Vec<NodeKey>, dht: bool) -> Vec<Outcome> {
+    let in_dht = if dht { net.find_holders(id.0).await.unwrap_or_default() } else { Vec::new() };
+    let checks = holders.into_iter().map(|holder| {
+        let (net, in_dht) = (&net, &in_dht);
+        async move {
+            let Some(peer) = peer_id_of(&holder) else { return Outcome::Bad("holder key is not a valid peer".into()) };
+            match check_replica(net, id, peer).await {
+                Ok(()) => Outcome::Verified { in_dht: in_dht.contains(&peer) },
+                Err(o) => o,
+            }
+        }
+    });
+    futures::future::join_all(checks).await
+}
+
+/// Checks every replica; `dht` also looks each chunk's holders up in the DHT.
 pub async fn scrub(store: Arc<Store>, net: NetHandle, dht: bool) -> Result<ScrubReport, String> {
-    let s = store.clone();
-    let replicas = tokio::task::spawn_blocking(move || s.all_replicas())
+    let replicas = tokio::task::spawn_blocking(move || store.all_replicas())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let mut report = ScrubReport {
-        chunks: replicas.iter().map(|(id, _)| *id).collect::<HashSet<_>>().len() as u64,
-        replicas: replicas.len() as u64,
-        ..ScrubReport::default()
-    };
-    let mut outcomes = futures::stream::iter(replicas)
-        .map(|(id, h)| check_one(store.clone(), net.clone(), id, NodeKey(h), dht))
+    let mut by_chunk: BTreeMap<ChunkId, Vec<NodeKey>> = BTreeMap::new();
+    for (id, h) in &replicas {
+        by_chunk.entry(*id).or_default().push(NodeKey(*h));
+    }
+    let mut report =
+        ScrubReport { chunks: by_chunk.len() as u64, replicas: replicas.len() as u64, ..ScrubReport::default() };
+    let mut outcomes = futures::stream::iter(by_chunk)
+        .map(|(id, holders)| check_chunk(net.clone(), id, holders, dht))
         .buffer_unordered(PARALLEL);
-    while let Some(o) = outcomes.next().await {
-        match o {
-            Outcome::Verified { in_dht } => {
-                report.verified += 1;
-                report.dht_found += u64::from(in_dht);
-            }
-            Outcome::Bad(why) => {
-                report.bad += 1;
-                report.problems.push(why);
-            }
-            Outcome::Unreachable(why) => {
-                report.unreachable += 1;
-                report.problems.push(why);
+    while let Some(chunk) = outcomes.next().await {
+        for o in chunk {
+            match o {
+                Outcome::Verified { in_dht } => {
+                    report.verified += 1;
+                    report.dht_found += u64::from(in_dht);
+                }
+                Outcome::Bad(why) => {
+                    report.bad += 1;
+                    report.problems.push(why);
+                }
+                Outcome::Unreachable(why) => {
+                    report.unreachable += 1;
+                    report.problems.push(why);
+                }
             }
         }
     }
