@@ -14,7 +14,8 @@ const MAX_ANNOUNCE_ADDRS: usize = 16;
 /// The gossip topic of announcements.
 pub const TOPIC: &str = "pactfs/market/peers/1";
 
-/// One announcement. Its author is gossipsub's signed message source.
+/// One announcement. Its author is gossipsub's signed message source;
+/// capacity and prices belong to the market's asks, not here.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announce {
     /// 0 client, 1 provider, 2 both.
@@ -22,20 +23,18 @@ pub struct Announce {
     /// Addresses as multiaddr bytes.
     #[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_ANNOUNCE_ADDRS>")]
     pub addrs: Vec<codec::Bytes>,
-    /// Capacity left for sale, in bytes.
-    pub free: u64,
     pub at: u64,
 }
 
 impl Announce {
-    pub fn new(role: Role, addrs: &[Multiaddr], free: u64, at: u64) -> Announce {
+    pub fn new(role: Role, addrs: &[Multiaddr], at: u64) -> Announce {
         let role = match role {
             Role::Provider => 1,
             Role::Both => 2,
             _ => 0,
         };
         let addrs = addrs.iter().take(MAX_ANNOUNCE_ADDRS).map(|a| codec::Bytes(a.to_vec())).collect();
-        Announce { role, addrs, free, at }
+        Announce { role, addrs, at }
     }
     pub fn role(&self) -> Role {
         match self.role {

@@ -3,6 +3,7 @@
 
 use super::behaviour::{Behaviour, BehaviourEvent};
 use super::peers::{self, PeerTable, Role};
+use super::proto::ChunkCodec;
 use super::proto::{Refusal, Request, Response};
 use super::{Announce, Command, Mode, NetConfig, NetError, NodeInfo, Service, announce, node_key_of, peer_of_addr};
 use futures::StreamExt;
@@ -150,12 +151,12 @@ impl EventLoop {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Request { peer, req, reply } => {
-                let b = self.swarm.behaviour_mut();
-                let id = match *req {
-                    Request::Put(_) => b.put.send_request(&peer, *req),
-                    Request::Get(_) => b.get.send_request(&peer, *req),
-                    Request::Has(_) => b.has.send_request(&peer, *req),
+                let proto = match *req {
+                    Request::Put(_) => Proto::Put,
+                    Request::Get(_) => Proto::Get,
+                    Request::Has(_) => Proto::Has,
                 };
+                let id = self.protocol(proto).send_request(&peer, *req);
                 self.pending.insert(id, reply);
             }
             Command::Info { reply } => {
@@ -214,12 +215,12 @@ impl EventLoop {
                 let _ = self.swarm.dial(addr);
             }
         }
-        if self.cfg.role.sells() {
-            self.publish_announce();
-        }
         let refresh = self.last_dht_refresh.is_none_or(|t| t.elapsed() > DHT_REFRESH);
         let connected = self.peers.connected().next().is_some();
         let sells = self.cfg.role.sells();
+        if sells {
+            self.publish_announce();
+        }
         if let Some(k) = self.swarm.behaviour_mut().kad.as_mut() {
             if refresh && connected {
                 let _ = k.bootstrap();
@@ -235,8 +236,7 @@ impl EventLoop {
     }
 
     fn publish_announce(&mut self) {
-        let free = 0; // the market's asks carry capacity; this only says "here I am"
-        let msg = Announce::new(self.cfg.role, &self.listen, free, crate::promise::unix_now());
+        let msg = Announce::new(self.cfg.role, &self.listen, crate::promise::unix_now());
         let topic = gossipsub::IdentTopic::new(announce::TOPIC);
         match self.swarm.behaviour_mut().gossip.publish(topic, msg.encode()) {
             Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
@@ -282,14 +282,18 @@ impl EventLoop {
         }
     }
 
-    fn respond(&mut self, proto: Proto, channel: rr::ResponseChannel<Response>, res: Response) {
+    /// The request-response behaviour of one chunk protocol.
+    fn protocol(&mut self, proto: Proto) -> &mut rr::Behaviour<ChunkCodec> {
         let b = self.swarm.behaviour_mut();
-        let sent = match proto {
-            Proto::Put => b.put.send_response(channel, res),
-            Proto::Get => b.get.send_response(channel, res),
-            Proto::Has => b.has.send_response(channel, res),
-        };
-        if sent.is_err() {
+        match proto {
+            Proto::Put => &mut b.put,
+            Proto::Get => &mut b.get,
+            Proto::Has => &mut b.has,
+        }
+    }
+
+    fn respond(&mut self, proto: Proto, channel: rr::ResponseChannel<Response>, res: Response) {
+        if self.protocol(proto).send_response(channel, res).is_err() {
             tracing::debug!("peer went away before its answer");
         }
     }
