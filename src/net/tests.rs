@@ -5,6 +5,7 @@ use super::*;
 use crate::chunk::ChunkId;
 use crate::promise::{NodeKey, PutToken, Signer};
 use crate::provider::Provider;
+use crate::store::Store;
 use proto::{GetChunk, HasChunks, PutChunk};
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ async fn listen_addrs(h: &NetHandle) -> Vec<Multiaddr> {
 use std::sync::Arc;
 
 fn provider(dir: &std::path::Path) -> Arc<Provider> {
-    Arc::new(Provider::open(dir, Signer::from_seed(&[1; 32]), 64 << 20).unwrap())
+    Arc::new(Provider::new(Arc::new(Store::open(dir, 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 64 << 20).unwrap())
 }
 
 #[test]

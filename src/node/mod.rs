@@ -92,13 +92,19 @@ pub fn load_config(home: &Home) -> Result<Config, NodeError> {
 
 /// Opens the store of a home whose lock the caller holds.
 pub fn open_store(home: &Home) -> Result<Store, NodeError> {
+    open_store_at(&home.data_dir)
+}
+
+/// Opens the store under `dir` (a home's, or its provider's), creating it.
+pub fn open_store_at(dir: &Path) -> Result<Store, NodeError> {
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
     // SAFETY: geteuid and getegid cannot fail.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     // The home lock is ours, so a busy RocksDB lock can only belong to a
     // previous node still in the last moments of its exit: wait for it.
     let mut tries = 0;
     loop {
-        match Store::open(&home.data_dir, uid, gid) {
+        match Store::open(dir, uid, gid) {
             Err(StoreError::Db(e)) if e.to_string().contains("lock") && tries < 100 => {
                 tries += 1;
                 std::thread::sleep(Duration::from_millis(50));

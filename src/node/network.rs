@@ -56,7 +56,8 @@ impl Network {
         }
         let provider = if cfg.provider.enabled {
             let dir = cfg.provider.data_dir.clone().unwrap_or_else(|| home.data_dir.join("provider"));
-            Some(Arc::new(Provider::open(&dir, Signer::from_seed(&seed), cfg.provider.capacity.bytes())?))
+            let store = Arc::new(super::open_store_at(&dir)?);
+            Some(Arc::new(Provider::new(store, Signer::from_seed(&seed), cfg.provider.capacity.bytes())?))
         } else {
             None
         };

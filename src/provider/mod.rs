@@ -13,7 +13,6 @@ use crate::net::{Refusal, Request, Response, Service};
 use crate::promise::{NodeKey, Receipt, Signer, unix_now};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -37,12 +36,9 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Opens (creating) the provider's store under `dir`.
-    pub fn open(dir: &Path, signer: Signer, capacity: u64) -> Result<Provider, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-        // SAFETY: geteuid and getegid cannot fail.
-        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-        let store = Arc::new(Store::open(dir, uid, gid)?);
+    /// A provider selling `capacity` bytes of `store` (its own store, not
+    /// a drive's).
+    pub fn new(store: Arc<Store>, signer: Signer, capacity: u64) -> Result<Provider, StoreError> {
         let chunks = store.chunk_records()?.len() as u64;
         let me = signer.node_key();
         Ok(Provider { store, signer, me, capacity, reserved: AtomicU64::new(0), chunks: AtomicU64::new(chunks) })

@@ -1,6 +1,7 @@
 use super::*;
 use crate::net::proto::Refused;
 use crate::promise::PutToken;
+use crate::store::Store;
 
 fn token(client: &Signer, provider: NodeKey) -> crate::promise::Signed<PutToken> {
     client.sign(PutToken::new(client.node_key(), provider, 1))
@@ -18,7 +19,8 @@ fn put(p: &Provider, client: &Signer, body: Vec<u8>) -> Response {
 #[test]
 fn stores_verifies_and_serves() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Provider::open(dir.path(), Signer::from_seed(&[1; 32]), 64 << 20).unwrap();
+    let p =
+        Provider::new(Arc::new(Store::open(dir.path(), 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 64 << 20).unwrap();
     let client = Signer::from_seed(&[2; 32]);
     let b = body(300_000, 1);
     let id = ChunkId::of(&b);
@@ -45,7 +47,8 @@ fn stores_verifies_and_serves() {
     assert_eq!(p.serve(&client.node_key(), has), Response::Has(vec![true, false]));
     // Everything survives a reopen.
     drop(p);
-    let p = Provider::open(dir.path(), Signer::from_seed(&[1; 32]), 64 << 20).unwrap();
+    let p =
+        Provider::new(Arc::new(Store::open(dir.path(), 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 64 << 20).unwrap();
     assert_eq!(p.stats().chunks, 1);
     assert_eq!(p.held().unwrap(), vec![id.0]);
     assert_eq!(p.serve(&client.node_key(), Request::Get(GetChunk { id: id.0, range: None })), Response::Chunk(b));
@@ -54,7 +57,8 @@ fn stores_verifies_and_serves() {
 #[test]
 fn refuses_what_it_must() {
     let dir = tempfile::tempdir().unwrap();
-    let p = Provider::open(dir.path(), Signer::from_seed(&[1; 32]), 200_000).unwrap();
+    let p =
+        Provider::new(Arc::new(Store::open(dir.path(), 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 200_000).unwrap();
     let client = Signer::from_seed(&[2; 32]);
     let other = Signer::from_seed(&[3; 32]);
     let refusal = |r: Response| match r {
