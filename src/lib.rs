@@ -23,11 +23,13 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod fs;
+pub mod ledger;
 pub mod market;
 pub mod net;
 pub mod node;
 pub mod promise;
 pub mod provider;
+pub mod reputation;
 pub mod store;
 
 /// Deterministic test bytes shared by the unit tests.

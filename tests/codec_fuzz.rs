@@ -7,8 +7,8 @@
 
 use pactfs::codec::frame;
 use pactfs::net::Announce;
-use pactfs::net::proto::{self, GetChunk, HasChunks, PutChunk, Refusal, Refused, Request, Response};
-use pactfs::promise::{PutToken, Receipt, Signer};
+use pactfs::net::proto::{self, Counter, GetChunk, HasChunks, PutChunk, Refusal, Refused, Request, Response};
+use pactfs::promise::{Ask, AuditTerms, Cheque, ChequeAck, NodeKey, Promise, PromiseKind, Receipt, Signer, Terms};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -80,25 +80,83 @@ fn check_response(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+fn terms(client: NodeKey, provider: NodeKey, chunks: Vec<[u8; 32]>, n: u64, renews: Option<[u8; 32]>) -> Terms {
+    Terms {
+        kind: if n % 2 == 0 { PromiseKind::Storage } else { PromiseKind::Retrieval },
+        client,
+        provider,
+        chunks,
+        bytes: n,
+        price: n / 3,
+        start: n / 5,
+        expiry: n / 2,
+        audit: AuditTerms { interval: n % 7200, max_range: (n % 65536) as u32 },
+        nonce: n,
+        renews,
+    }
+}
+
 fn valid_requests() -> impl Strategy<Value = Request> {
     let client = Signer::from_seed(&[1; 32]);
+    let c2 = Signer::from_seed(&[1; 32]);
     let provider = Signer::from_seed(&[2; 32]).node_key();
-    let token = client.sign(PutToken::new(client.node_key(), provider, 5));
     prop_oneof![
-        (any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..2048))
-            .prop_map(move |(id, body)| Request::Put(PutChunk { token: token.clone(), id, body })),
-        (any::<[u8; 32]>(), proptest::option::of(any::<(u64, u32)>()))
-            .prop_map(|(id, range)| Request::Get(GetChunk { id, range })),
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), proptest::collection::vec(any::<u8>(), 0..2048))
+            .prop_map(|(promise, id, body)| Request::Put(PutChunk { promise, id, body })),
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), proptest::option::of(any::<(u64, u32)>()))
+            .prop_map(|(promise, id, range)| Request::Get(GetChunk { promise, id, range })),
         proptest::collection::vec(any::<[u8; 32]>(), 0..64).prop_map(|ids| Request::Has(HasChunks { ids })),
+        Just(Request::Ask),
+        (proptest::collection::vec(any::<[u8; 32]>(), 0..64), any::<u64>(), proptest::option::of(any::<[u8; 32]>()))
+            .prop_map(move |(chunks, n, renews)| {
+                Request::Bid(client.sign(terms(client.node_key(), provider, chunks, n, renews)))
+            }),
+        (any::<u64>(), any::<u64>()).prop_map(move |(total, seq)| {
+            Request::Pay(c2.sign(Cheque { client: c2.node_key(), provider, total, seq, at: seq / 2 }))
+        }),
     ]
 }
 
 fn valid_responses() -> impl Strategy<Value = Response> {
     let signer = Signer::from_seed(&[2; 32]);
-    let client = Signer::from_seed(&[1; 32]).node_key();
+    let (s2, s3, s4) = (Signer::from_seed(&[2; 32]), Signer::from_seed(&[2; 32]), Signer::from_seed(&[2; 32]));
+    let client = Signer::from_seed(&[1; 32]);
+    let ck = client.node_key();
     prop_oneof![
-        (any::<[u8; 32]>(), any::<u32>(), any::<u64>()).prop_map(move |(chunk, len, at)| {
-            Response::Stored(signer.sign(Receipt { chunk, len, client, provider: signer.node_key(), at }))
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u32>(), any::<u64>()).prop_map(
+            move |(promise, chunk, len, at)| {
+                Response::Stored(signer.sign(Receipt {
+                    promise,
+                    chunk,
+                    len,
+                    client: ck,
+                    provider: signer.node_key(),
+                    at,
+                }))
+            }
+        ),
+        (any::<u64>(), proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..16)).prop_map(
+            move |(n, addrs)| {
+                Response::Ask(s2.sign(Ask {
+                    provider: s2.node_key(),
+                    price_per_gib_month: n,
+                    price_per_gib_retrieval: n / 2,
+                    free_bytes: n / 3,
+                    min_duration: n / 5,
+                    max_duration: n / 4,
+                    addrs: addrs.into_iter().map(pactfs::codec::Bytes).collect(),
+                    issued: n / 7,
+                    expires: n / 6,
+                }))
+            }
+        ),
+        (proptest::collection::vec(any::<[u8; 32]>(), 0..64), any::<u64>()).prop_map(move |(chunks, n)| {
+            let bid = client.sign(terms(client.node_key(), s3.node_key(), chunks, n, None));
+            Response::Promise(Box::new(Promise::accept(&bid, &s3)))
+        }),
+        (any::<u64>(), ".{0,100}").prop_map(|(price, message)| Response::Counter(Counter { price, message })),
+        (any::<u64>(), any::<u64>()).prop_map(move |(total, seq)| {
+            Response::Paid(s4.sign(ChequeAck { client: ck, provider: s4.node_key(), total, seq, at: 3 }))
         }),
         proptest::collection::vec(any::<u8>(), 0..2048).prop_map(Response::Chunk),
         proptest::collection::vec(any::<bool>(), 0..256).prop_map(Response::Has),
@@ -110,7 +168,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..8, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
         check_request(kind, &body)?;
         check_response(kind, &body)?;
         let (r, peak) = peak_of(|| Announce::decode(&body).map(|_| ()));
@@ -162,9 +220,7 @@ fn lying_lengths_allocate_nothing_large() {
     refused.extend_from_slice(&(60u32 << 20).to_le_bytes());
     refused.extend_from_slice(b"short");
     check_response(4, &refused).unwrap();
-    let client = Signer::from_seed(&[1; 32]);
-    let token = client.sign(PutToken::new(client.node_key(), client.node_key(), 5));
-    let (kind, mut put) = Request::Put(PutChunk { token, id: [0; 32], body: vec![7; 100] }).encode();
+    let (kind, mut put) = Request::Put(PutChunk { promise: [3; 32], id: [0; 32], body: vec![7; 100] }).encode();
     let n = put.len();
     put[n - 4..].copy_from_slice(&(16u32 << 20).to_be_bytes());
     check_request(kind, &put).unwrap();
@@ -191,7 +247,7 @@ fn lying_lengths_allocate_nothing_large() {
     }
     // A has-chunks body claiming 2^40 ids, a chunk claiming 2^40 bytes.
     let lies: [&[u8]; 2] = [&[0xfd, 0, 0, 0, 0, 0, 1, 0, 0], &[0xfc, 0xff, 0xff, 0xff, 0x7f]];
-    for kind in 1..=3 {
+    for kind in 1..=8 {
         for lie in lies {
             check_request(kind, lie).unwrap();
             check_response(kind, lie).unwrap();
@@ -208,9 +264,7 @@ fn chunk_sizes_near_boundaries_round_trip() {
             let res = Response::Chunk(vec![0xa5; n]);
             let (kind, body) = res.encode();
             assert_eq!(Response::decode(kind, body).unwrap(), res, "chunk of {n} bytes");
-            let client = Signer::from_seed(&[1; 32]);
-            let token = client.sign(PutToken::new(client.node_key(), client.node_key(), 5));
-            let req = Request::Put(PutChunk { token, id: [1; 32], body: vec![0x5a; n] });
+            let req = Request::Put(PutChunk { promise: [2; 32], id: [1; 32], body: vec![0x5a; n] });
             let (kind, body) = req.encode();
             assert_eq!(Request::decode(kind, body).unwrap(), req, "put of {n} bytes");
         }

@@ -68,6 +68,8 @@ min_reputation = 0.5
 explore_share = 0.1
 # How long a provider may be unreachable before its chunks are repaired (duration).
 repair_grace = "1h"
+# How often providers are paid what their promises earned (duration, more than 0).
+payment_interval = "1d"
 
 [provider]
 # Sell storage and retrieval to other nodes (true or false).
@@ -80,6 +82,10 @@ data_dir = ""
 price_per_gib_month = 1
 # Asking price for retrieval (credits per GiB, 0 or more).
 price_per_gib_retrieval = 0.5
+# Shortest promise sold (duration, at most max_duration).
+min_duration = "1h"
+# Longest promise sold (duration, more than 0).
+max_duration = "365d"
 
 [network]
 # "hybrid" (Kademlia DHT plus market) or "market" (no DHT).
@@ -209,6 +215,9 @@ pub struct MarketConfig {
     /// repaired elsewhere. Default 1 hour.
     #[serde(serialize_with = "serialize_duration")]
     pub repair_grace: Duration,
+    /// Time between two payments to a provider. More than 0; default 1 day.
+    #[serde(serialize_with = "serialize_duration")]
+    pub payment_interval: Duration,
 }
 
 /// `[provider]`: selling this node's disk and bandwidth.
@@ -226,6 +235,12 @@ pub struct ProviderConfig {
     pub price_per_gib_month: f64,
     /// Asking price for retrieval. Credits per GiB, 0 or more; default 0.5.
     pub price_per_gib_retrieval: f64,
+    /// Shortest promise sold. At most `max_duration`; default 1 hour.
+    #[serde(serialize_with = "serialize_duration")]
+    pub min_duration: Duration,
+    /// Longest promise sold. More than 0; default 365 days.
+    #[serde(serialize_with = "serialize_duration")]
+    pub max_duration: Duration,
 }
 
 /// `[network]`: libp2p transports and peer discovery.
@@ -352,6 +367,7 @@ impl Default for MarketConfig {
             min_reputation: default_min_reputation(),
             explore_share: default_explore_share(),
             repair_grace: default_repair_grace().0,
+            payment_interval: default_payment_interval().0,
         }
     }
 }
@@ -364,6 +380,8 @@ impl Default for ProviderConfig {
             data_dir: None,
             price_per_gib_month: default_price_per_gib_month(),
             price_per_gib_retrieval: default_price_per_gib_retrieval(),
+            min_duration: default_min_duration().0,
+            max_duration: default_max_duration().0,
         }
     }
 }
@@ -429,6 +447,15 @@ fn default_explore_share() -> f64 {
 }
 fn default_repair_grace() -> HumanDuration {
     HumanDuration(HOUR)
+}
+fn default_payment_interval() -> HumanDuration {
+    HumanDuration(DAY)
+}
+fn default_min_duration() -> HumanDuration {
+    HumanDuration(HOUR)
+}
+fn default_max_duration() -> HumanDuration {
+    HumanDuration(365 * DAY)
 }
 fn default_provider_enabled() -> bool {
     false

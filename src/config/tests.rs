@@ -43,7 +43,7 @@ fn default_config_toml_is_the_defaults() {
 fn default_config_toml_and_to_toml_list_every_key() {
     let written = keys_of(&Config::default().to_toml());
     assert_eq!(keys_of(DEFAULT_CONFIG_TOML), written);
-    assert_eq!(written.len(), 6 + 6 + 3 + 6 + 5 + 4 + 1, "6 sections and 25 keys");
+    assert_eq!(written.len(), 6 + 6 + 3 + 7 + 7 + 4 + 1, "6 sections and 28 keys");
 }
 
 #[test]
@@ -102,6 +102,7 @@ fn every_section_can_be_overridden() {
         min_reputation: 1.0,
         explore_share: 0.0,
         repair_grace: Duration::ZERO,
+        payment_interval: DAY,
     };
     assert_eq!(config.market, market);
     assert_eq!(config.provider.data_dir.as_deref(), Some(Path::new("/srv/pactfs")));

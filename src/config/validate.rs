@@ -66,6 +66,7 @@ struct RawMarket {
     min_reputation: Opt<f64>,
     explore_share: Opt<f64>,
     repair_grace: Opt<HumanDuration>,
+    payment_interval: Opt<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -76,6 +77,8 @@ struct RawProvider {
     data_dir: Opt<String>,
     price_per_gib_month: Opt<f64>,
     price_per_gib_retrieval: Opt<f64>,
+    min_duration: Opt<HumanDuration>,
+    max_duration: Opt<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -335,6 +338,11 @@ impl RawMarket {
                 default_explore_share,
             ))?,
             repair_grace: Field::new("market.repair_grace", self.repair_grace, default_repair_grace).value.0,
+            payment_interval: ck.positive(&Field::new(
+                "market.payment_interval",
+                self.payment_interval,
+                default_payment_interval,
+            ))?,
         })
     }
 }
@@ -351,8 +359,14 @@ impl RawProvider {
         ck.ensure(data_dir.value.is_empty() || Path::new(&data_dir.value).is_absolute(), &data_dir, || {
             format!("must be an absolute path or \"\", got {:?}", data_dir.value)
         })?;
+        let min_duration = Field::new("provider.min_duration", self.min_duration, default_min_duration);
+        let max_duration = Field::new("provider.max_duration", self.max_duration, default_max_duration);
+        let max_checked = ck.positive(&max_duration)?;
+        ck.ordered(&min_duration, &max_duration, false)?;
         Ok(ProviderConfig {
             enabled,
+            min_duration: min_duration.value.0,
+            max_duration: max_checked,
             capacity: capacity.value,
             data_dir: Some(PathBuf::from(data_dir.value)).filter(|dir| !dir.as_os_str().is_empty()),
             price_per_gib_month: ck.credits(&Field::new(

@@ -1,45 +1,92 @@
-//! The market agent: gets pending chunks onto providers.
+//! The market agent: buys storage for pending chunks with signed promises,
+//! within the budget, until every chunk has `replication` receipts from
+//! distinct providers; pays for what it bought; renews what is still
+//! needed and lets the rest expire.
 //!
-//! For now placement is the simplest honest rule, to be replaced by bids
-//! and promises: every known provider is a candidate, each chunk goes to
-//! `replication` distinct providers chosen by rendezvous hashing (so load
-//! spreads and a retry picks the same ones), an upload counts only with
-//! the provider's signed receipt, and a chunk stays pending and pinned
-//! until its replication target holds.
+//! One pass (`place`): check the asks heard, take a batch of pending
+//! chunks, choose providers per chunk (`asks`), bid per provider for its
+//! chunks, and upload each chunk under the promise its provider signed.
+//! A chunk counts as placed on a provider only with the provider's signed
+//! receipt; it stays pending and pinned until the target holds. Between
+//! passes: payments (`pay`) and renewals (`renew`).
 
+mod asks;
+mod held;
+mod pay;
+mod place;
+mod renew;
 mod scrub;
 
+pub use asks::AskView;
+pub use held::{Held, State, month_of};
 pub use scrub::{ScrubReport, scrub};
 
 use crate::chunk::ChunkId;
-use crate::net::{NetHandle, Response, node_key_of, proto::PutChunk};
-use crate::promise::{NodeKey, PutToken, Signed, Signer, TOKEN_LIFETIME_SECS, unix_now};
+use crate::ledger::{Event, Ledger};
+use crate::net::{Mode, NetHandle};
+use crate::promise::{NodeKey, Signer, credits, unix_now};
+use crate::reputation::Record;
 use crate::store::{Store, StoreError};
-use futures::StreamExt;
+use asks::Quote;
 use libp2p::PeerId;
+use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Uploads in flight at once, over all providers: request-response pays a
-/// round trip per chunk, so throughput needs many in flight (a provider
-/// admits 32 per peer).
-const MAX_UPLOADS: usize = 16;
-/// Chunks taken from the queue per pass.
-const BATCH: usize = 256;
 /// Pause between passes when nothing could be placed.
 const IDLE: Duration = Duration::from_millis(500);
-/// How long a provider that failed an upload is skipped.
-const BACKOFF: Duration = Duration::from_secs(10);
 
-/// Placement counters, for status and logs.
-#[derive(Default, Clone, Debug, serde::Serialize)]
-pub struct AgentStats {
+/// What the agent works within: `[storage] replication`, `[budget]` and
+/// `[market]`, prices in milli-credits and durations in seconds. The node
+/// may replace it while the agent runs (a config reload).
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentConfig {
+    pub replication: u32,
+    pub credits_per_month: u64,
+    pub max_price_per_gib_month: u64,
+    pub max_retrieval_price: u64,
+    pub promise_duration: u64,
+    pub renew_window: u64,
+    pub audit_interval: u64,
+    pub min_reputation: f64,
+    pub explore_share: f64,
+    pub payment_interval: u64,
+}
+
+/// Placement counters and the agent's view of itself, for `pactfs status`.
+#[derive(Default, Clone, Debug, Serialize)]
+pub struct AgentStatus {
     pub uploads: u64,
     pub upload_bytes: u64,
     pub failures: u64,
     pub providers_known: usize,
+    pub asks_usable: usize,
+    pub promises_active: usize,
+    /// Milli-credits per month committed by active promises.
+    pub committed_per_month: u64,
+    pub budget_per_month: u64,
+    pub spent_this_month: u64,
+    /// Why chunks are waiting, when they are and the agent knows why.
+    pub blocked: Option<String>,
+}
+
+/// What `pactfs promises` shows of one promise.
+#[derive(Clone, Debug, Serialize)]
+pub struct PromiseView {
+    pub id: String,
+    pub provider: String,
+    pub chunks: usize,
+    pub bytes: u64,
+    /// Milli-credits per GiB-month.
+    pub price_per_gib_month: u64,
+    pub start: u64,
+    pub expiry: u64,
+    /// active, expiring, renewed, expired or broken.
+    pub state: String,
+    pub reason: String,
+    pub last_audit: Option<u64>,
 }
 
 pub struct Agent {
@@ -47,36 +94,233 @@ pub struct Agent {
     net: NetHandle,
     signer: Signer,
     me: NodeKey,
-    replication: u32,
-    tokens: Mutex<HashMap<NodeKey, Signed<PutToken>>>,
+    mode: Mode,
+    ledger: Option<Arc<Ledger>>,
+    cfg: RwLock<AgentConfig>,
+    held: Mutex<HashMap<[u8; 32], Held>>,
+    reputation: Mutex<HashMap<NodeKey, Record>>,
+    quotes: Mutex<HashMap<PeerId, Quote>>,
+    /// Providers skipped until the instant, and why.
+    backoff: Mutex<HashMap<PeerId, (Instant, String)>>,
+    /// Chunks promised to a provider but not yet stored there.
+    open: Mutex<HashMap<ChunkId, Vec<(NodeKey, [u8; 32])>>>,
     /// Where the next pass resumes in the queue, so chunks that cannot be
-    /// placed now (all their candidates refuse) do not starve the rest.
+    /// placed now do not starve the rest.
     cursor: Mutex<Option<ChunkId>>,
-    backoff: Mutex<HashMap<PeerId, Instant>>,
-    stats: Mutex<AgentStats>,
+    status: Mutex<AgentStatus>,
+    /// Replicas given to newcomers, and in all (explore_share).
+    explored: Mutex<(u64, u64)>,
+    last_payment: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Agent {
-    pub fn new(store: Arc<Store>, net: NetHandle, signer: Signer, replication: u32) -> Agent {
-        let me = signer.node_key();
-        Agent {
+    pub fn new(
+        store: Arc<Store>,
+        net: NetHandle,
+        signer: Signer,
+        mode: Mode,
+        cfg: AgentConfig,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Result<Agent, StoreError> {
+        let held = held::load_held(&store)?.into_iter().map(|h| (h.id(), h)).collect();
+        let reputation = held::load_reputation(&store)?.into_iter().collect();
+        Ok(Agent {
+            me: signer.node_key(),
             store,
             net,
             signer,
-            me,
-            replication: replication.max(1),
-            tokens: Mutex::default(),
-            cursor: Mutex::default(),
+            mode,
+            ledger,
+            cfg: RwLock::new(cfg),
+            held: Mutex::new(held),
+            reputation: Mutex::new(reputation),
+            quotes: Mutex::default(),
             backoff: Mutex::default(),
-            stats: Mutex::default(),
+            open: Mutex::default(),
+            cursor: Mutex::default(),
+            status: Mutex::default(),
+            explored: Mutex::default(),
+            last_payment: Mutex::default(),
+        })
+    }
+
+    pub fn config(&self) -> AgentConfig {
+        self.cfg.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes a new budget and market terms (a config reload); the next
+    /// pass works within them.
+    pub fn set_config(&self, cfg: AgentConfig) {
+        let mut c = self.cfg.write().unwrap_or_else(|p| p.into_inner());
+        if *c != cfg {
+            tracing::info!(
+                budget = %credits(cfg.credits_per_month),
+                max_price = %credits(cfg.max_price_per_gib_month),
+                "market terms reloaded"
+            );
+            *c = cfg;
         }
     }
 
-    pub fn stats(&self) -> AgentStats {
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn log(&self, event: Event) {
+        if let Some(l) = &self.ledger
+            && let Err(e) = l.append(event)
+        {
+            tracing::error!(cause = %e, "cannot append to the ledger");
+        }
     }
 
-    /// Places chunks until `stop` turns true.
+    pub fn status(&self) -> AgentStatus {
+        let now = unix_now();
+        let mut s = lock(&self.status).clone();
+        let held = lock(&self.held);
+        s.promises_active = held.values().filter(|h| h.state == State::Active).count();
+        s.committed_per_month = committed(&held, now);
+        drop(held);
+        s.budget_per_month = self.config().credits_per_month;
+        s.spent_this_month = held::spent(&self.store, &month_of(now)).unwrap_or(0);
+        s
+    }
+
+    /// Every promise held, newest first.
+    pub fn promises(&self) -> Vec<PromiseView> {
+        let now = unix_now();
+        let window = self.config().renew_window;
+        let mut v: Vec<PromiseView> = lock(&self.held)
+            .values()
+            .map(|h| {
+                let t = &h.promise.terms;
+                let state = match h.state {
+                    State::Active if t.expiry <= now + window => "expiring",
+                    State::Active => "active",
+                    State::Renewed => "renewed",
+                    State::Expired => "expired",
+                    State::Broken => "broken",
+                };
+                PromiseView {
+                    id: hex(&h.id()),
+                    provider: crate::net::peer_id_of(&t.provider).map(|p| p.to_string()).unwrap_or_default(),
+                    chunks: t.chunks.len(),
+                    bytes: t.bytes,
+                    price_per_gib_month: t.price,
+                    start: t.start,
+                    expiry: t.expiry,
+                    state: state.to_string(),
+                    reason: h.reason.clone(),
+                    last_audit: h.last_audit,
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| b.start.cmp(&a.start).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    /// The promise ids under which each holder stores `chunk`.
+    pub fn promises_of(&self, chunk: &ChunkId) -> Vec<[u8; 32]> {
+        lock(&self.held)
+            .values()
+            .filter(|h| matches!(h.state, State::Active) && h.promise.terms.covers(&chunk.0))
+            .map(|h| h.id())
+            .collect()
+    }
+
+    /// The asks this node sees, best first, with why any is not used.
+    pub fn market(&self) -> Vec<AskView> {
+        let now = unix_now();
+        let cfg = self.config();
+        let quotes = lock(&self.quotes).clone();
+        let rep = lock(&self.reputation).clone();
+        let mut v: Vec<AskView> = quotes
+            .values()
+            .map(|q| {
+                let r = rep.get(&q.key).copied().unwrap_or_default();
+                let a = &q.ask.body;
+                AskView {
+                    provider: q.peer.to_string(),
+                    price_per_gib_month: a.price_per_gib_month,
+                    price_per_gib_retrieval: a.price_per_gib_retrieval,
+                    free_bytes: a.free_bytes,
+                    min_duration: a.min_duration,
+                    max_duration: a.max_duration,
+                    expires: a.expires,
+                    reputation: r.score(now),
+                    newcomer: !r.has_record(now),
+                    latency_ms: q.latency_ms,
+                    excluded: self.excluded(q, &cfg, now),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.price_per_gib_month.cmp(&b.price_per_gib_month).then(a.provider.cmp(&b.provider)));
+        v
+    }
+
+    /// Why selection skips a provider now, if it does (reputation aside).
+    fn excluded(&self, q: &Quote, cfg: &AgentConfig, now: u64) -> Option<String> {
+        if q.ask.body.expires < now {
+            return Some("its ask expired".into());
+        }
+        if q.ask.body.price_per_gib_month > cfg.max_price_per_gib_month {
+            return Some(format!(
+                "asks {} per GiB-month, above the budget's maximum {}",
+                credits(q.ask.body.price_per_gib_month),
+                credits(cfg.max_price_per_gib_month)
+            ));
+        }
+        if let Some((until, why)) = lock(&self.backoff).get(&q.peer)
+            && *until > Instant::now()
+        {
+            return Some(format!("skipped for now: {why}"));
+        }
+        let r = lock(&self.reputation).get(&q.key).copied().unwrap_or_default();
+        if r.has_record(now) && r.score(now) < cfg.min_reputation {
+            return Some(format!("reputation {:.2} below the minimum {}", r.score(now), cfg.min_reputation));
+        }
+        None
+    }
+
+    fn back_off(&self, peer: PeerId, for_: Duration, why: String) {
+        tracing::debug!(%peer, cause = %why, "provider skipped for {:?}", for_);
+        lock(&self.backoff).insert(peer, (Instant::now() + for_, why));
+    }
+
+    fn set_blocked(&self, why: Option<String>) {
+        let mut s = lock(&self.status);
+        if s.blocked != why {
+            if let Some(w) = &why {
+                tracing::info!(reason = %w, "placement is waiting");
+            }
+            s.blocked = why;
+        }
+    }
+
+    fn update_reputation(&self, provider: NodeKey, kept: bool) {
+        let now = unix_now();
+        let rec = {
+            let mut rep = lock(&self.reputation);
+            let r = rep.entry(provider).or_default();
+            if kept {
+                r.kept(now)
+            } else {
+                r.broke(now)
+            }
+            *r
+        };
+        if let Err(e) = held::save_reputation(&self.store, &provider, &rec) {
+            tracing::error!(cause = %e, "cannot save a reputation record");
+        }
+    }
+
+    fn save(&self, h: &Held) {
+        if let Err(e) = held::save_held(&self.store, h) {
+            tracing::error!(cause = %e, "cannot save a promise");
+        }
+    }
+
+    /// Places, pays and renews until `stop` turns true.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let placed = match self.pass().await {
@@ -86,6 +330,8 @@ impl Agent {
                     0
                 }
             };
+            self.renew_and_expire().await;
+            self.pay_due().await;
             if *stop.borrow() {
                 break;
             }
@@ -98,56 +344,6 @@ impl Agent {
         }
     }
 
-    /// One pass over the queue; returns the replicas placed.
-    async fn pass(&self) -> Result<usize, String> {
-        let providers: Vec<PeerId> = {
-            let all = self.net.providers().await.map_err(|e| e.to_string())?;
-            let now = Instant::now();
-            let mut backoff = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
-            backoff.retain(|_, until| *until > now);
-            let me = self.net.local_peer_id();
-            all.into_iter().filter(|p| *p != me && !backoff.contains_key(p)).collect()
-        };
-        self.stats.lock().unwrap_or_else(|p| p.into_inner()).providers_known = providers.len();
-        if providers.is_empty() {
-            return Ok(0);
-        }
-        let after = *self.cursor.lock().unwrap_or_else(|p| p.into_inner());
-        // One trip to the blocking pool for the batch and its holders.
-        let batch = self
-            .on_store(move |s| {
-                let ids = s.pending_ids(after.as_ref(), BATCH)?;
-                ids.into_iter().map(|id| Ok((id, s.replica_holders(&id)?))).collect::<Result<Vec<_>, StoreError>>()
-            })
-            .await?;
-        // A short batch reached the end of the queue: start over next time.
-        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) =
-            if batch.len() < BATCH { None } else { batch.last().map(|(id, _)| *id) };
-        let mut jobs = Vec::new();
-        for (id, holders) in batch {
-            let need = (self.replication as usize).saturating_sub(holders.len());
-            let mut candidates: Vec<(blake3::Hash, PeerId)> = providers
-                .iter()
-                .filter(|p| node_key_of(p).is_some_and(|k| !holders.contains(&k.0)))
-                .map(|p| (rendezvous(&id, p), *p))
-                .collect();
-            candidates.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            let targets: Vec<PeerId> = candidates.into_iter().take(need).map(|(_, p)| p).collect();
-            if !targets.is_empty() {
-                jobs.push((id, targets));
-            }
-        }
-        // Chunks in parallel, each to all its targets at once: about
-        // MAX_UPLOADS uploads in flight, and each body read once.
-        let chunks_at_once = (MAX_UPLOADS / self.replication as usize).max(1);
-        let placed = futures::stream::iter(jobs)
-            .map(|(id, targets)| self.place(id, targets))
-            .buffer_unordered(chunks_at_once)
-            .fold(0, |sum, n| futures::future::ready(sum + n))
-            .await;
-        Ok(placed)
-    }
-
     /// Runs store work on the blocking pool.
     async fn on_store<T: Send + 'static>(
         &self,
@@ -156,79 +352,18 @@ impl Agent {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || work(&store)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
-
-    /// Uploads one chunk to each of `targets`; returns the replicas placed.
-    async fn place(&self, id: ChunkId, targets: Vec<PeerId>) -> usize {
-        let body = match self.on_store(move |s| s.chunk_body(&id)).await {
-            Ok(b) => b,
-            Err(e) => {
-                // Deleted since it was queued, most likely.
-                tracing::debug!(chunk = %id.fmt_short(), cause = %e, "chunk not uploaded");
-                return 0;
-            }
-        };
-        let uploads = targets.into_iter().map(|peer| self.upload(id, peer, body.clone()));
-        futures::future::join_all(uploads).await.into_iter().filter(|ok| *ok).count()
-    }
-
-    fn token_for(&self, provider: NodeKey) -> Signed<PutToken> {
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = |t: &Signed<PutToken>| t.body.expires > unix_now() + TOKEN_LIFETIME_SECS / 4;
-        if let Some(t) = tokens.get(&provider).filter(|t| fresh(t)) {
-            return t.clone();
-        }
-        let t = self.signer.sign(PutToken::new(self.me, provider, rand_nonce()));
-        tokens.insert(provider, t.clone());
-        t
-    }
-
-    /// Uploads one chunk to one provider and records its receipt.
-    async fn upload(&self, id: ChunkId, peer: PeerId, body: Vec<u8>) -> bool {
-        let Some(provider) = node_key_of(&peer) else { return false };
-        let len = body.len();
-        let req = crate::net::Request::Put(PutChunk { token: self.token_for(provider), id: id.0, body });
-        let fail = |why: String| {
-            tracing::warn!(chunk = %id.fmt_short(), %peer, cause = %why, "upload failed");
-            self.backoff.lock().unwrap_or_else(|p| p.into_inner()).insert(peer, Instant::now() + BACKOFF);
-            self.stats.lock().unwrap_or_else(|p| p.into_inner()).failures += 1;
-            false
-        };
-        let receipt = match self.net.request(peer, req).await {
-            Ok(Response::Stored(r)) => r,
-            Ok(Response::Refused(r)) => return fail(format!("refused ({:?}): {}", r.why, r.message)),
-            Ok(other) => return fail(format!("unexpected answer {other:?}")),
-            Err(e) => return fail(e.to_string()),
-        };
-        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
-        if let Err(e) = receipt.check(&provider, &self.me, &id.0, len32) {
-            return fail(format!("bad receipt: {e}"));
-        }
-        let bytes = crate::codec::encode(RECEIPT_V1, &receipt);
-        let target = self.replication;
-        match self.on_store(move |s| s.record_replica(&id, &provider.0, &bytes, target)).await {
-            Ok(_) => {
-                let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-                s.uploads += 1;
-                s.upload_bytes += len as u64;
-                true
-            }
-            Err(e) => {
-                tracing::error!(cause = %e, "cannot record a replica");
-                false
-            }
-        }
-    }
 }
 
-/// Version byte of a stored receipt.
-pub const RECEIPT_V1: u8 = 1;
+/// Milli-credits per month committed by the active promises.
+fn committed(held: &HashMap<[u8; 32], Held>, now: u64) -> u64 {
+    held.values()
+        .filter(|h| h.state == State::Active && h.promise.terms.expiry > now)
+        .map(|h| h.promise.terms.monthly_cost())
+        .sum()
+}
 
-/// Rendezvous (highest-random-weight) order of a provider for a chunk.
-fn rendezvous(id: &ChunkId, peer: &PeerId) -> blake3::Hash {
-    let mut h = blake3::Hasher::new();
-    h.update(&id.0);
-    h.update(&peer.to_bytes());
-    h.finalize()
+pub fn hex(id: &[u8; 32]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn rand_nonce() -> u64 {

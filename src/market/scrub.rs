@@ -3,8 +3,9 @@
 //! copy that verifies is byte for byte the one that was uploaded.
 
 use crate::chunk::ChunkId;
+use crate::codec;
 use crate::net::{NetHandle, Refusal, Request, Response, peer_id_of, proto::GetChunk};
-use crate::promise::NodeKey;
+use crate::promise::{NodeKey, Receipt, STATEMENT_V1, Signed};
 use crate::store::Store;
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -38,8 +39,8 @@ enum Outcome {
 
 /// Fetches one replica and checks it against the chunk id (the id is the
 /// BLAKE3 of the sealed bytes, so a copy that verifies is the local copy).
-async fn check_replica(net: &NetHandle, id: ChunkId, peer: PeerId) -> Result<(), Outcome> {
-    let get = || net.request(peer, Request::Get(GetChunk { id: id.0, range: None }));
+async fn check_replica(net: &NetHandle, id: ChunkId, peer: PeerId, promise: [u8; 32]) -> Result<(), Outcome> {
+    let get = || net.request(peer, Request::Get(GetChunk { promise, id: id.0, range: None }));
     let mut answer = get().await;
     // A provider busy with uploads asks us to come back: do, a few times.
     for wait_ms in [100, 300, 1000, 3000] {
@@ -63,13 +64,13 @@ async fn check_replica(net: &NetHandle, id: ChunkId, peer: PeerId) -> Result<(),
 }
 
 /// Checks every replica of one chunk, with one DHT lookup for all of them.
-async fn check_chunk(net: NetHandle, id: ChunkId, holders: Vec<NodeKey>, dht: bool) -> Vec<Outcome> {
+async fn check_chunk(net: NetHandle, id: ChunkId, holders: Vec<(NodeKey, [u8; 32])>, dht: bool) -> Vec<Outcome> {
     let in_dht = if dht { net.find_holders(id.0).await.unwrap_or_default() } else { Vec::new() };
-    let checks = holders.into_iter().map(|holder| {
+    let checks = holders.into_iter().map(|(holder, promise)| {
         let (net, in_dht) = (&net, &in_dht);
         async move {
             let Some(peer) = peer_id_of(&holder) else { return Outcome::Bad("holder key is not a valid peer".into()) };
-            match check_replica(net, id, peer).await {
+            match check_replica(net, id, peer, promise).await {
                 Ok(()) => Outcome::Verified { in_dht: in_dht.contains(&peer) },
                 Err(o) => o,
             }
@@ -84,9 +85,12 @@ pub async fn scrub(store: Arc<Store>, net: NetHandle, dht: bool) -> Result<Scrub
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    let mut by_chunk: BTreeMap<ChunkId, Vec<NodeKey>> = BTreeMap::new();
-    for (id, h) in &replicas {
-        by_chunk.entry(*id).or_default().push(NodeKey(*h));
+    let mut by_chunk: BTreeMap<ChunkId, Vec<(NodeKey, [u8; 32])>> = BTreeMap::new();
+    for (id, h, receipt) in &replicas {
+        // The receipt names the promise to fetch under; one that does not
+        // decode fetches under none and is refused, which the report shows.
+        let promise = codec::decode::<Signed<Receipt>>(STATEMENT_V1, receipt, 4096).map_or([0; 32], |r| r.body.promise);
+        by_chunk.entry(*id).or_default().push((NodeKey(*h), promise));
     }
     let mut report =
         ScrubReport { chunks: by_chunk.len() as u64, replicas: replicas.len() as u64, ..ScrubReport::default() };

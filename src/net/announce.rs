@@ -4,6 +4,7 @@
 
 use super::Role;
 use crate::codec;
+use crate::promise::{Ask, Signed};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,8 @@ pub struct Announce {
     #[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_ANNOUNCE_ADDRS>")]
     pub addrs: Vec<codec::Bytes>,
     pub at: u64,
+    /// A provider's current ask (its signature is the market's to check).
+    pub ask: Option<Signed<Ask>>,
 }
 
 impl Announce {
@@ -34,7 +37,7 @@ impl Announce {
             _ => 0,
         };
         let addrs = addrs.iter().take(MAX_ANNOUNCE_ADDRS).map(|a| codec::Bytes(a.to_vec())).collect();
-        Announce { role, addrs, at }
+        Announce { role, addrs, at, ask: None }
     }
     pub fn role(&self) -> Role {
         match self.role {

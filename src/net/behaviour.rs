@@ -26,6 +26,7 @@ pub struct Behaviour {
     pub put: request_response::Behaviour<ChunkCodec>,
     pub get: request_response::Behaviour<ChunkCodec>,
     pub has: request_response::Behaviour<ChunkCodec>,
+    pub market: request_response::Behaviour<ChunkCodec>,
 }
 
 fn chunk_protocol(proto: libp2p::StreamProtocol, serve: bool) -> request_response::Behaviour<ChunkCodec> {
@@ -93,6 +94,7 @@ fn behaviour(key: &identity::Keypair, cfg: &NetConfig) -> Result<Behaviour, NetE
         put: chunk_protocol(proto::PUT, serve),
         get: chunk_protocol(proto::GET, serve),
         has: chunk_protocol(proto::HAS, serve),
+        market: chunk_protocol(proto::MARKET, serve),
     })
 }
 

@@ -47,6 +47,7 @@ enum Proto {
     Put,
     Get,
     Has,
+    Market,
 }
 
 pub struct EventLoop {
@@ -155,6 +156,7 @@ impl EventLoop {
                     Request::Put(_) => Proto::Put,
                     Request::Get(_) => Proto::Get,
                     Request::Has(_) => Proto::Has,
+                    Request::Ask | Request::Bid(_) | Request::Pay(_) => Proto::Market,
                 };
                 let id = self.protocol(proto).send_request(&peer, *req);
                 self.pending.insert(id, reply);
@@ -170,6 +172,9 @@ impl EventLoop {
             }
             Command::Providers { reply } => {
                 let _ = reply.send(self.peers.providers());
+            }
+            Command::Asks { reply } => {
+                let _ = reply.send(self.peers.asks());
             }
             Command::FindHolders { key, reply } => match self.swarm.behaviour_mut().kad.as_mut() {
                 Some(k) => {
@@ -236,7 +241,9 @@ impl EventLoop {
     }
 
     fn publish_announce(&mut self) {
-        let msg = Announce::new(self.cfg.role, &self.listen, crate::promise::unix_now());
+        let mut msg = Announce::new(self.cfg.role, &self.listen, crate::promise::unix_now());
+        let addrs: Vec<Multiaddr> = self.listen.iter().filter(|a| is_dialable(a)).cloned().collect();
+        msg.ask = self.service.as_ref().and_then(|s| s.ask(&addrs));
         let topic = gossipsub::IdentTopic::new(announce::TOPIC);
         match self.swarm.behaviour_mut().gossip.publish(topic, msg.encode()) {
             Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
@@ -289,6 +296,7 @@ impl EventLoop {
             Proto::Put => &mut b.put,
             Proto::Get => &mut b.get,
             Proto::Has => &mut b.has,
+            Proto::Market => &mut b.market,
         }
     }
 
@@ -376,6 +384,7 @@ impl EventLoop {
             BehaviourEvent::Put(e) => self.on_rr(Proto::Put, e),
             BehaviourEvent::Get(e) => self.on_rr(Proto::Get, e),
             BehaviourEvent::Has(e) => self.on_rr(Proto::Has, e),
+            BehaviourEvent::Market(e) => self.on_rr(Proto::Market, e),
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let (mode, role) = peers::parse_agent(&info.agent_version);
                 let speaks_kad = info.protocols.contains(&kad::PROTOCOL_NAME);
@@ -405,6 +414,11 @@ impl EventLoop {
                     Ok(a) if a.role().sells() => {
                         let addrs = a.multiaddrs().into_iter().filter(is_dialable).collect();
                         self.learn_provider(author, addrs, a.role());
+                        // Kept as heard; the market checks its signature
+                        // and that it names its author.
+                        if let Some(ask) = a.ask {
+                            self.peers.entry(author).ask = Some(ask);
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(peer = %author, cause = %e, "ignored a garbled announcement"),

@@ -17,7 +17,7 @@ pub use announce::Announce;
 pub use peers::{PeerSummary, Role};
 pub use proto::{Refusal, Request, Response};
 
-use crate::promise::NodeKey;
+use crate::promise::{Ask, NodeKey, Signed};
 use libp2p::{Multiaddr, PeerId, identity};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
@@ -69,9 +69,12 @@ pub enum NetError {
     NoDht(&'static str),
 }
 
-/// Serves inbound chunk requests (a provider); called on the blocking pool.
+/// Serves inbound chunk and market requests (a provider); called on the
+/// blocking pool.
 pub trait Service: Send + Sync + 'static {
     fn serve(&self, from: &NodeKey, req: Request) -> Response;
+    /// The ask to announce, reachable at `addrs`; `None` sells nothing now.
+    fn ask(&self, addrs: &[Multiaddr]) -> Option<Signed<Ask>>;
 }
 
 /// This node as the network sees it.
@@ -90,6 +93,7 @@ enum Command {
     Info { reply: oneshot::Sender<NodeInfo> },
     Peers { reply: oneshot::Sender<Vec<PeerSummary>> },
     Providers { reply: oneshot::Sender<Vec<PeerId>> },
+    Asks { reply: oneshot::Sender<Vec<(PeerId, Signed<Ask>)>> },
     FindHolders { key: [u8; 32], reply: oneshot::Sender<Result<Vec<PeerId>, NetError>> },
     Provide { keys: Vec<[u8; 32]> },
     Shutdown,
@@ -131,6 +135,10 @@ impl NetHandle {
     /// Providers this node knows of (through identify, the DHT or gossip).
     pub async fn providers(&self) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::Providers { reply }).await
+    }
+    /// The asks heard on the market gossip, as heard (unchecked).
+    pub async fn asks(&self) -> Result<Vec<(PeerId, Signed<Ask>)>, NetError> {
+        self.ask(|reply| Command::Asks { reply }).await
     }
     /// Holders of a chunk according to the DHT's provider records (hybrid only).
     pub async fn find_holders(&self, key: [u8; 32]) -> Result<Vec<PeerId>, NetError> {

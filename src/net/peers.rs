@@ -1,6 +1,7 @@
 //! What this node knows of its peers: addresses, role and mode (from the
 //! identify agent string or the market announcements), latency.
 
+use crate::promise::{Ask, Signed};
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -87,6 +88,8 @@ pub(super) struct Peer {
     pub rtt: Option<Duration>,
     /// When a market announcement last named it a provider.
     pub announced: Option<Instant>,
+    /// Its latest ask heard on the gossip.
+    pub ask: Option<Signed<Ask>>,
 }
 
 /// Most addresses kept per peer: a peer cannot grow our memory with lies.
@@ -123,6 +126,10 @@ impl PeerTable {
             self.peers.iter().filter(|(_, p)| p.role.is_some_and(Role::sells)).map(|(id, _)| *id).collect();
         out.sort();
         out
+    }
+
+    pub fn asks(&self) -> Vec<(PeerId, Signed<Ask>)> {
+        self.peers.iter().filter_map(|(id, p)| Some((*id, p.ask.clone()?))).collect()
     }
 
     pub fn summaries(&self) -> Vec<PeerSummary> {

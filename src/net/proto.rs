@@ -1,11 +1,13 @@
-//! The chunk protocols: message types, their limits and their stream codec.
+//! The chunk and market protocols: message types, their limits and their
+//! stream codec.
 //!
-//! Each operation is its own request-response protocol (`/pactfs/put/1`,
-//! `/pactfs/get/1`, `/pactfs/has/1`); every message is one `codec::frame`
+//! Chunk operations are request-response protocols of their own
+//! (`/pactfs/put/1`, `/pactfs/get/1`, `/pactfs/has/1`); asks, bids and
+//! cheques share `/pactfs/market/1`. Every message is one `codec::frame`
 //! whose kind names the message and bounds its size.
 
 use crate::codec::{self, frame};
-use crate::promise::{PutToken, Receipt, Signed};
+use crate::promise::{Ask, Bid, Cheque, ChequeAck, MAX_PROMISE_BYTES, Promise, Receipt, Signed};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -23,20 +25,33 @@ const ENVELOPE: usize = 4096;
 pub const PUT: StreamProtocol = StreamProtocol::new("/pactfs/put/1");
 pub const GET: StreamProtocol = StreamProtocol::new("/pactfs/get/1");
 pub const HAS: StreamProtocol = StreamProtocol::new("/pactfs/has/1");
+pub const MARKET: StreamProtocol = StreamProtocol::new("/pactfs/market/1");
 
-/// Upload one sealed chunk under a capability.
+/// Upload one sealed chunk under a promise (its id: the provider holds the
+/// promise it signed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PutChunk {
-    pub token: Signed<PutToken>,
+    pub promise: [u8; 32],
     pub id: [u8; 32],
     pub body: Vec<u8>,
 }
 
-/// Fetch a chunk, or `len` bytes of it from `offset`.
+/// Fetch a chunk, or `len` bytes of it from `offset`, under a promise that
+/// covers it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GetChunk {
+    pub promise: [u8; 32],
     pub id: [u8; 32],
     pub range: Option<(u64, u32)>,
+}
+
+/// A provider's answer to a bid below its price: the price it would take.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// Milli-credits per GiB-month.
+    pub price: u64,
+    #[serde(with = "codec::string")]
+    pub message: String,
 }
 
 /// Which of these chunks does the provider hold?
@@ -55,6 +70,10 @@ pub enum Request {
     Put(PutChunk),
     Get(GetChunk),
     Has(HasChunks),
+    /// The provider's current ask.
+    Ask,
+    Bid(Bid),
+    Pay(Signed<Cheque>),
 }
 
 /// Why a request was not served; the message is for logs and people.
@@ -68,6 +87,10 @@ pub enum Refusal {
     NotFound,
     /// The capability is missing, expired, forged or for another node.
     Unauthorized,
+    /// A bid whose nonce the provider has already seen.
+    Replayed,
+    /// The client owes for promises past the provider's grace.
+    Unpaid,
     /// The body does not hash to the chunk id.
     BadChunk,
     /// The request is well-formed but not acceptable (a bad range, say).
@@ -90,6 +113,10 @@ pub enum Response {
     Stored(Signed<Receipt>),
     Chunk(Vec<u8>),
     Has(Vec<bool>),
+    Ask(Signed<Ask>),
+    Promise(Box<Promise>),
+    Counter(Counter),
+    Paid(Signed<ChequeAck>),
     Refused(Refused),
 }
 
@@ -103,10 +130,19 @@ impl Response {
 const REQ_PUT: u8 = 1;
 const REQ_GET: u8 = 2;
 const REQ_HAS: u8 = 3;
+const REQ_ASK: u8 = 4;
+const REQ_BID: u8 = 5;
+const REQ_PAY: u8 = 6;
 const RES_STORED: u8 = 1;
 const RES_CHUNK: u8 = 2;
 const RES_HAS: u8 = 3;
 const RES_REFUSED: u8 = 4;
+const RES_ASK: u8 = 5;
+const RES_PROMISE: u8 = 6;
+const RES_COUNTER: u8 = 7;
+const RES_PAID: u8 = 8;
+/// An ask, a cheque or its acknowledgement: small statements.
+const SMALL: usize = 4096;
 
 /// The largest body of each request kind.
 pub fn request_limit(kind: u8) -> Option<usize> {
@@ -114,6 +150,9 @@ pub fn request_limit(kind: u8) -> Option<usize> {
         REQ_PUT => Some(MAX_CHUNK + ENVELOPE),
         REQ_GET => Some(128),
         REQ_HAS => Some(MAX_HAS_IDS * 33 + 16),
+        REQ_ASK => Some(0),
+        REQ_BID => Some(MAX_PROMISE_BYTES),
+        REQ_PAY => Some(SMALL),
         _ => None,
     }
 }
@@ -125,6 +164,8 @@ pub fn response_limit(kind: u8) -> Option<usize> {
         RES_CHUNK => Some(MAX_CHUNK),
         RES_HAS => Some(MAX_HAS_IDS + 16),
         RES_REFUSED => Some(ENVELOPE),
+        RES_ASK | RES_COUNTER | RES_PAID => Some(SMALL),
+        RES_PROMISE => Some(MAX_PROMISE_BYTES),
         _ => None,
     }
 }
@@ -133,7 +174,7 @@ pub fn response_limit(kind: u8) -> Option<usize> {
 /// cuts them off the end of the frame and keeps the body where it landed.
 #[derive(Serialize, Deserialize)]
 struct PutHead {
-    token: Signed<PutToken>,
+    promise: [u8; 32],
     id: [u8; 32],
 }
 
@@ -147,12 +188,15 @@ impl Request {
     pub fn into_wire(self) -> (u8, Vec<Vec<u8>>) {
         match self {
             Request::Put(m) => {
-                let head = codec::encode_body(&PutHead { token: m.token, id: m.id });
+                let head = codec::encode_body(&PutHead { promise: m.promise, id: m.id });
                 let len = u32::try_from(head.len()).unwrap_or(u32::MAX).to_be_bytes().to_vec();
                 (REQ_PUT, vec![m.body, head, len])
             }
             Request::Get(m) => (REQ_GET, vec![codec::encode_body(&m)]),
             Request::Has(m) => (REQ_HAS, vec![codec::encode_body(&m)]),
+            Request::Ask => (REQ_ASK, vec![]),
+            Request::Bid(m) => (REQ_BID, vec![codec::encode_body(&m)]),
+            Request::Pay(m) => (REQ_PAY, vec![codec::encode_body(&m)]),
         }
     }
     /// The frame kind and the whole frame body (for tests and tools).
@@ -170,10 +214,14 @@ impl Request {
                 let head: PutHead = codec::decode_body(&body[start..tail])?;
                 let mut body = body;
                 body.truncate(start);
-                Request::Put(PutChunk { token: head.token, id: head.id, body })
+                Request::Put(PutChunk { promise: head.promise, id: head.id, body })
             }
             REQ_GET => Request::Get(codec::decode_body(&body)?),
             REQ_HAS => Request::Has(codec::decode_body(&body)?),
+            REQ_ASK if body.is_empty() => Request::Ask,
+            REQ_ASK => return Err(malformed("an ask request has no body")),
+            REQ_BID => Request::Bid(codec::decode_body(&body)?),
+            REQ_PAY => Request::Pay(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown request kind {other}"))),
         })
     }
@@ -183,6 +231,7 @@ impl Request {
             Request::Put(_) => PUT,
             Request::Get(_) => GET,
             Request::Has(_) => HAS,
+            Request::Ask | Request::Bid(_) | Request::Pay(_) => MARKET,
         }
     }
 }
@@ -195,6 +244,10 @@ impl Response {
             Response::Chunk(m) => (RES_CHUNK, vec![m]),
             Response::Has(m) => (RES_HAS, vec![codec::encode_body(&HasAnswer(m))]),
             Response::Refused(m) => (RES_REFUSED, vec![codec::encode_body(&m)]),
+            Response::Ask(m) => (RES_ASK, vec![codec::encode_body(&m)]),
+            Response::Promise(m) => (RES_PROMISE, vec![codec::encode_body(&m)]),
+            Response::Counter(m) => (RES_COUNTER, vec![codec::encode_body(&m)]),
+            Response::Paid(m) => (RES_PAID, vec![codec::encode_body(&m)]),
         }
     }
     pub fn encode(&self) -> (u8, Vec<u8>) {
@@ -207,6 +260,10 @@ impl Response {
             RES_CHUNK => Response::Chunk(body),
             RES_HAS => Response::Has(codec::decode_body::<HasAnswer>(&body)?.0),
             RES_REFUSED => Response::Refused(codec::decode_body(&body)?),
+            RES_ASK => Response::Ask(codec::decode_body(&body)?),
+            RES_PROMISE => Response::Promise(Box::new(codec::decode_body(&body)?)),
+            RES_COUNTER => Response::Counter(codec::decode_body(&body)?),
+            RES_PAID => Response::Paid(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
         })
     }

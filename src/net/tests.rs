@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::chunk::ChunkId;
-use crate::promise::{NodeKey, PutToken, Signer};
-use crate::provider::Provider;
+use crate::promise::{AuditTerms, Cheque, MILLI, NodeKey, PromiseKind, Signer, Terms, unix_now};
+use crate::provider::{Faults, Provider, ProviderTerms};
 use crate::store::Store;
 use proto::{GetChunk, HasChunks, PutChunk};
 use std::time::Duration;
@@ -39,7 +39,48 @@ async fn listen_addrs(h: &NetHandle) -> Vec<Multiaddr> {
 use std::sync::Arc;
 
 fn provider(dir: &std::path::Path) -> Arc<Provider> {
-    Arc::new(Provider::new(Arc::new(Store::open(dir, 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 64 << 20).unwrap())
+    let terms = ProviderTerms {
+        capacity: 64 << 20,
+        price_per_gib_month: MILLI,
+        price_per_gib_retrieval: MILLI,
+        min_duration: 60,
+        max_duration: 86400,
+    };
+    let store = Arc::new(Store::open(dir, 0, 0).unwrap());
+    Arc::new(Provider::new(store, Signer::from_seed(&[1; 32]), terms, Faults::default(), None).unwrap())
+}
+
+/// Asks the provider for its ask, bids at its price for `ids` and returns
+/// the promise id.
+async fn buy(c: &NetHandle, p: &NetHandle, client: &Signer, ids: &[([u8; 32], u64)], nonce: u64) -> [u8; 32] {
+    let ask = match c.request(p.local_peer_id(), Request::Ask).await.unwrap() {
+        Response::Ask(a) => a,
+        other => panic!("expected an ask, got {other:?}"),
+    };
+    ask.check(unix_now()).unwrap();
+    assert_eq!(ask.body.provider, p.node_key());
+    let now = unix_now();
+    let terms = Terms {
+        kind: PromiseKind::Storage,
+        client: client.node_key(),
+        provider: p.node_key(),
+        chunks: ids.iter().map(|(id, _)| *id).collect(),
+        bytes: ids.iter().map(|(_, l)| *l).sum(),
+        price: ask.body.price_per_gib_month,
+        start: now,
+        expiry: now + 3600,
+        audit: AuditTerms { interval: 60, max_range: 4096 },
+        nonce,
+        renews: None,
+    };
+    match c.request(p.local_peer_id(), Request::Bid(client.sign(terms.clone()))).await.unwrap() {
+        Response::Promise(pr) => {
+            pr.verify().unwrap();
+            assert_eq!(pr.terms, terms);
+            pr.id()
+        }
+        other => panic!("expected a promise, got {other:?}"),
+    }
 }
 
 #[test]
@@ -54,24 +95,40 @@ fn chunk_protocols_over_tcp_and_quic() {
             let client = Signer::from_seed(&[10 + i as u8; 32]);
             let body = crate::test_data::data(1 << 20, i as u64);
             let id = ChunkId::of(&body).0;
-            let token = client.sign(PutToken::new(client.node_key(), p.node_key(), 1));
-            let put = Request::Put(PutChunk { token, id, body: body.clone() });
+            let promise = buy(&c, &p, &client, &[(id, body.len() as u64)], i as u64).await;
+            let put = Request::Put(PutChunk { promise, id, body: body.clone() });
             match c.request(p.local_peer_id(), put).await.unwrap() {
-                Response::Stored(r) => r.check(&p.node_key(), &c.node_key(), &id, body.len() as u32).unwrap(),
+                Response::Stored(r) => r.check(&p.node_key(), &c.node_key(), &promise, &id, body.len() as u32).unwrap(),
                 other => panic!("over {addr}: expected a receipt, got {other:?}"),
             }
-            let got = c.request(p.local_peer_id(), Request::Get(GetChunk { id, range: None })).await.unwrap();
+            let get = Request::Get(GetChunk { promise, id, range: None });
+            let got = c.request(p.local_peer_id(), get.clone()).await.unwrap();
             assert_eq!(got, Response::Chunk(body), "over {addr}");
             let has = c.request(p.local_peer_id(), Request::Has(HasChunks { ids: vec![id, [0; 32]] })).await.unwrap();
             assert_eq!(has, Response::Has(vec![true, false]));
             // A client does not even offer the chunk protocols.
-            let to_client = p.request(c.local_peer_id(), Request::Get(GetChunk { id, range: None })).await;
+            let to_client = p.request(c.local_peer_id(), get).await;
             assert!(
                 matches!(&to_client, Err(NetError::Request { cause, .. }) if cause.contains("protocols")),
                 "{to_client:?}"
             );
             let peers = c.peers().await.unwrap();
             assert!(peers.iter().any(|s| s.peer_id == p.local_peer_id().to_string() && s.role == Role::Provider));
+            // A cheque crosses the market protocol and comes back acknowledged.
+            let cheque = client.sign(Cheque {
+                client: client.node_key(),
+                provider: p.node_key(),
+                total: 7,
+                seq: 1,
+                at: unix_now(),
+            });
+            match c.request(p.local_peer_id(), Request::Pay(cheque)).await.unwrap() {
+                Response::Paid(ack) => {
+                    ack.verify_by(&p.node_key()).unwrap();
+                    assert_eq!(ack.body.total, 7);
+                }
+                other => panic!("expected an acknowledgement, got {other:?}"),
+            }
         }
     });
 }
@@ -175,8 +232,8 @@ fn garbled_and_oversized_messages_are_refused_and_serving_goes_on() {
         let client = Signer::from_seed(&[20; 32]);
         let body = crate::test_data::data(5000, 3);
         let id = ChunkId::of(&body).0;
-        let token = client.sign(PutToken::new(client.node_key(), p.node_key(), 1));
-        let r = c.request(p.local_peer_id(), Request::Put(PutChunk { token, id, body })).await.unwrap();
+        let promise = buy(&c, &p, &client, &[(id, body.len() as u64)], 99).await;
+        let r = c.request(p.local_peer_id(), Request::Put(PutChunk { promise, id, body })).await.unwrap();
         assert!(matches!(r, Response::Stored(_)), "after garbage the provider answered {r:?}");
     });
 }
@@ -195,6 +252,9 @@ impl Service for Stalled {
             open = self.cv.wait(open).unwrap();
         }
         Response::Has(vec![])
+    }
+    fn ask(&self, _: &[Multiaddr]) -> Option<crate::promise::Signed<crate::promise::Ask>> {
+        None
     }
 }
 

@@ -4,10 +4,12 @@
 
 use super::{Home, NodeError, control};
 use crate::config::{Config, NetworkMode};
-use crate::market::{Agent, ScrubReport};
+use crate::ledger::Ledger;
+use crate::market::{Agent, AgentConfig, ScrubReport};
 use crate::net::{self, Mode, NetConfig, NetHandle, Role};
 use crate::promise::Signer;
-use crate::provider::Provider;
+use crate::promise::to_milli;
+use crate::provider::{Faults, Provider, ProviderTerms};
 use crate::store::Store;
 use libp2p::Multiaddr;
 use std::sync::Arc;
@@ -57,7 +59,15 @@ impl Network {
         let provider = if cfg.provider.enabled {
             let dir = cfg.provider.data_dir.clone().unwrap_or_else(|| home.data_dir.join("provider"));
             let store = Arc::new(super::open_store_at(&dir)?);
-            Some(Arc::new(Provider::new(store, Signer::from_seed(&seed), cfg.provider.capacity.bytes())?))
+            let terms = ProviderTerms {
+                capacity: cfg.provider.capacity.bytes(),
+                price_per_gib_month: to_milli(cfg.provider.price_per_gib_month),
+                price_per_gib_retrieval: to_milli(cfg.provider.price_per_gib_retrieval),
+                min_duration: cfg.provider.min_duration.as_secs(),
+                max_duration: cfg.provider.max_duration.as_secs(),
+            };
+            let ledger = Some(Arc::new(Ledger));
+            Some(Arc::new(Provider::new(store, Signer::from_seed(&seed), terms, faults(), ledger)?))
         } else {
             None
         };
@@ -78,11 +88,20 @@ impl Network {
             net.provide(held);
         }
         let (stop_agent, stop_rx) = watch::channel(false);
-        let agent = drive_store.clone().map(|store| {
-            let agent = Arc::new(Agent::new(store, net.clone(), Signer::from_seed(&seed), cfg.storage.replication));
-            runtime.spawn(agent.clone().run(stop_rx));
-            agent
-        });
+        if let Some(p) = provider.clone() {
+            runtime.spawn(sweep(p, stop_rx.clone()));
+        }
+        let agent = match drive_store.clone() {
+            Some(store) => {
+                let ledger = Some(Arc::new(Ledger));
+                let agent = Agent::new(store, net.clone(), Signer::from_seed(&seed), mode, agent_config(cfg), ledger)?;
+                let agent = Arc::new(agent);
+                runtime.spawn(agent.clone().run(stop_rx.clone()));
+                runtime.spawn(reload(home.config_file(), agent.clone(), stop_rx));
+                Some(agent)
+            }
+            None => None,
+        };
         Ok(Network { runtime, stopped: Default::default(), net, provider, agent, drive_store, stop_agent, mode })
     }
 
@@ -100,7 +119,7 @@ impl Network {
             None => serde_json::Value::Null,
         };
         if let Some(a) = &self.agent {
-            v["placement"] = serde_json::to_value(a.stats()).unwrap_or_default();
+            v["placement"] = serde_json::to_value(a.status()).unwrap_or_default();
         }
         Ok(v)
     }
@@ -149,4 +168,80 @@ impl Network {
             tracing::error!(cause = %e, "provider store flush failed");
         }
     }
+}
+
+/// The agent's terms from the config.
+pub fn agent_config(cfg: &Config) -> AgentConfig {
+    AgentConfig {
+        replication: cfg.storage.replication,
+        credits_per_month: to_milli(cfg.budget.credits_per_month),
+        max_price_per_gib_month: to_milli(cfg.budget.max_price_per_gib_month),
+        max_retrieval_price: to_milli(cfg.budget.max_retrieval_price),
+        promise_duration: cfg.market.promise_duration.as_secs(),
+        renew_window: cfg.market.renew_window.as_secs(),
+        audit_interval: cfg.market.audit_interval.as_secs(),
+        min_reputation: cfg.market.min_reputation,
+        explore_share: cfg.market.explore_share,
+        payment_interval: cfg.market.payment_interval.as_secs(),
+    }
+}
+
+/// How often the config file is checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// How often a provider ends expired promises.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Re-reads the config file when it changes and hands the agent its new
+/// budget and market terms; other sections need a restart. A file that
+/// does not validate is logged and ignored (the running terms stay).
+async fn reload(path: std::path::PathBuf, agent: Arc<Agent>, mut stop: watch::Receiver<bool>) {
+    let mtime = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut seen = mtime(&path);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let now = mtime(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Config::load(&path) {
+            Ok(cfg) => agent.set_config(agent_config(&cfg)),
+            Err(e) => tracing::warn!(cause = %e, "config changed but does not validate: keeping the running terms"),
+        }
+    }
+}
+
+/// Ends a provider's expired promises and frees their chunks.
+async fn sweep(provider: Arc<Provider>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        let p = provider.clone();
+        let _ = tokio::task::spawn_blocking(move || p.sweep(crate::promise::unix_now())).await;
+    }
+}
+
+/// Faults a test asked for through `PACTFS_FAULTS` (comma-separated);
+/// only builds with the `fault-injection` feature look.
+fn faults() -> Faults {
+    let mut f = Faults::default();
+    if cfg!(feature = "fault-injection") {
+        for name in std::env::var("PACTFS_FAULTS").unwrap_or_default().split(',') {
+            match name.trim() {
+                "tamper-ask" => f.tamper_ask = true,
+                "forge-promise" => f.forge_promise = true,
+                "" => {}
+                other => tracing::warn!(fault = other, "unknown fault ignored"),
+            }
+        }
+        if f.tamper_ask || f.forge_promise {
+            tracing::warn!(faults = ?f, "fault injection on");
+        }
+    }
+    f
 }

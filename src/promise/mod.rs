@@ -5,10 +5,16 @@
 //! Signed bytes are the canonical encoding of the statement (through
 //! `codec`), so the signature covers exactly what the wire carries.
 //!
-//! Until the market lands, a chunk upload is authorised by a [`PutToken`]
-//! the client signs for one provider; the provider answers each stored chunk
-//! with a [`Receipt`] it signs. The market replaces the token with the
-//! provider-signed promise.
+//! The market's statements ([`Ask`], the bid and the [`Promise`] over
+//! [`Terms`], the [`Cheque`]) live in `market`; a provider answers each
+//! chunk stored under a promise with a [`Receipt`] it signs.
+
+mod market;
+
+pub use market::{
+    Ask, AuditTerms, Bid, CLOCK_SKEW_SECS, Cheque, ChequeAck, MAX_ASK_ADDRS, MAX_PROMISE_BYTES, MAX_PROMISE_CHUNKS,
+    MILLI, MONTH_SECS, Promise, PromiseKind, Terms, credits, storage_cost, to_milli,
+};
 
 use crate::codec;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier, VerifyingKey};
@@ -16,9 +22,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Version byte of signed statements.
-const STATEMENT_V1: u8 = 1;
-/// How long a put token is good for.
-pub const TOKEN_LIFETIME_SECS: u64 = 3600;
+pub const STATEMENT_V1: u8 = 1;
 
 /// A node's public identity: its ed25519 public key.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -111,7 +115,11 @@ impl Signer {
     /// Signs `body`'s canonical encoding.
     pub fn sign<T: Serialize>(&self, body: T) -> Signed<T> {
         let bytes = codec::encode(STATEMENT_V1, &body);
-        Signed { sig: Sig(self.key.sign(&bytes).to_bytes()), body }
+        Signed { sig: self.sign_bytes(&bytes), body }
+    }
+    /// Signs bytes that already are a canonical encoding.
+    pub fn sign_bytes(&self, bytes: &[u8]) -> Sig {
+        Sig(self.key.sign(bytes).to_bytes())
     }
 }
 
@@ -142,42 +150,11 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A client's permission, for one provider, to upload chunks to it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PutToken {
-    pub client: NodeKey,
-    pub provider: NodeKey,
-    pub expires: u64,
-    pub nonce: u64,
-}
-
-impl PutToken {
-    pub fn new(client: NodeKey, provider: NodeKey, nonce: u64) -> PutToken {
-        PutToken { client, provider, expires: unix_now() + TOKEN_LIFETIME_SECS, nonce }
-    }
-}
-
-impl Signed<PutToken> {
-    /// What a provider (`me`) checks of a token presented by `sender` (the
-    /// authenticated peer of the connection): signed by the sender for me,
-    /// not expired.
-    pub fn check(&self, sender: &NodeKey, me: &NodeKey, now: u64) -> Result<(), PromiseError> {
-        if self.body.client != *sender {
-            return Err(PromiseError::WrongSigner);
-        }
-        if self.body.provider != *me {
-            return Err(PromiseError::WrongAudience);
-        }
-        if now > self.body.expires {
-            return Err(PromiseError::Expired(now - self.body.expires));
-        }
-        self.verify_by(sender)
-    }
-}
-
 /// A provider's signed statement that it stored a chunk for a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Receipt {
+    /// The promise the chunk was stored under.
+    pub promise: [u8; 32],
     pub chunk: [u8; 32],
     pub len: u32,
     pub client: NodeKey,
@@ -188,12 +165,19 @@ pub struct Receipt {
 impl Signed<Receipt> {
     /// What a client checks of a receipt for `chunk` of `len` bytes it sent
     /// to `provider`.
-    pub fn check(&self, provider: &NodeKey, client: &NodeKey, chunk: &[u8; 32], len: u32) -> Result<(), PromiseError> {
+    pub fn check(
+        &self,
+        provider: &NodeKey,
+        client: &NodeKey,
+        promise: &[u8; 32],
+        chunk: &[u8; 32],
+        len: u32,
+    ) -> Result<(), PromiseError> {
         let b = &self.body;
         if b.provider != *provider {
             return Err(PromiseError::WrongSigner);
         }
-        if b.client != *client || b.chunk != *chunk || b.len != len {
+        if b.client != *client || b.chunk != *chunk || b.len != len || b.promise != *promise {
             return Err(PromiseError::WrongAudience);
         }
         self.verify_by(provider)
@@ -205,34 +189,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_checks() {
-        let client = Signer::from_seed(&[1; 32]);
-        let provider = Signer::from_seed(&[2; 32]);
-        let other = Signer::from_seed(&[3; 32]);
-        let (c, p, o) = (client.node_key(), provider.node_key(), other.node_key());
-        let tok = client.sign(PutToken::new(c, p, 7));
-        let now = unix_now();
-        assert_eq!(tok.check(&c, &p, now), Ok(()));
-        assert_eq!(tok.check(&o, &p, now), Err(PromiseError::WrongSigner));
-        assert_eq!(tok.check(&c, &o, now), Err(PromiseError::WrongAudience));
-        assert!(matches!(tok.check(&c, &p, now + TOKEN_LIFETIME_SECS + 5), Err(PromiseError::Expired(_))));
-        // Claiming to be the client without its key: the signature fails.
-        let forged = other.sign(PutToken::new(c, p, 7));
-        assert_eq!(forged.check(&c, &p, now), Err(PromiseError::BadSignature));
-        let mut tampered = tok.clone();
-        tampered.body.nonce = 8;
-        assert_eq!(tampered.check(&c, &p, now), Err(PromiseError::BadSignature));
-    }
-
-    #[test]
     fn receipt_checks_and_round_trips() {
         let client = Signer::from_seed(&[1; 32]);
         let provider = Signer::from_seed(&[2; 32]);
         let (c, p) = (client.node_key(), provider.node_key());
-        let r = provider.sign(Receipt { chunk: [9; 32], len: 10, client: c, provider: p, at: 1 });
-        assert_eq!(r.check(&p, &c, &[9; 32], 10), Ok(()));
-        assert_eq!(r.check(&p, &c, &[8; 32], 10), Err(PromiseError::WrongAudience));
-        assert_eq!(r.check(&c, &c, &[9; 32], 10), Err(PromiseError::WrongSigner));
+        let r = provider.sign(Receipt { promise: [7; 32], chunk: [9; 32], len: 10, client: c, provider: p, at: 1 });
+        assert_eq!(r.check(&p, &c, &[7; 32], &[9; 32], 10), Ok(()));
+        assert_eq!(r.check(&p, &c, &[7; 32], &[8; 32], 10), Err(PromiseError::WrongAudience));
+        assert_eq!(r.check(&p, &c, &[6; 32], &[9; 32], 10), Err(PromiseError::WrongAudience));
+        assert_eq!(r.check(&c, &c, &[7; 32], &[9; 32], 10), Err(PromiseError::WrongSigner));
         let bytes = codec::encode(1, &r);
         let back: Signed<Receipt> = codec::decode(1, &bytes, 1024).unwrap();
         assert_eq!(back, r);

@@ -1,20 +1,51 @@
 //! The provider: sells capacity by storing other nodes' sealed chunks in
-//! its own store and serving them back.
+//! its own store and serving them back, under promises it signed.
 //!
-//! It trusts nothing a client says: every chunk must hash to its id, an
-//! upload needs a capability signed for this node by the uploading peer,
-//! the capacity is a hard limit, and only chunks it holds are served. It
-//! never needs a key to do any of this: chunk ids are hashes of the sealed
-//! bytes.
+//! It trusts nothing a client says: a bid must be signed by the peer that
+//! sends it and carry a fresh nonce; an upload or a fetch must name a live
+//! promise of that peer covering the chunk; every chunk must hash to its
+//! id; promised bytes never exceed the capacity; only chunks it holds are
+//! served. It never needs a key to do any of this: chunk ids are hashes of
+//! the sealed bytes.
+
+mod book;
+mod market;
+pub mod pricing;
+
+pub use market::{ASK_TTL_SECS, PAYMENT_GRACE_SECS};
 
 use crate::chunk::ChunkId;
+use crate::ledger::{Event, Ledger};
 use crate::net::proto::{GetChunk, HasChunks, PutChunk};
 use crate::net::{Refusal, Request, Response, Service};
-use crate::promise::{NodeKey, Receipt, Signer, unix_now};
+use crate::promise::{Ask, NodeKey, Receipt, Signed, Signer, unix_now};
 use crate::store::{Store, StoreError};
+use book::{Book, Sold, SoldRecord};
 use serde::Serialize;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+/// What a provider sells, from `[provider]` (prices in milli-credits).
+#[derive(Clone, Debug)]
+pub struct ProviderTerms {
+    pub capacity: u64,
+    /// Floor of the storage price, per GiB-month.
+    pub price_per_gib_month: u64,
+    pub price_per_gib_retrieval: u64,
+    pub min_duration: u64,
+    pub max_duration: u64,
+}
+
+/// Misbehaviour switched on by tests (only a `fault-injection` build lets
+/// the node set these).
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Publish asks whose price was changed after signing.
+    pub tamper_ask: bool,
+    /// Answer bids with a promise signed by a key not its own.
+    pub forge_promise: bool,
+}
 
 /// What `pactfs node info` shows of a provider.
 #[derive(Clone, Debug, Serialize)]
@@ -22,33 +53,98 @@ pub struct ProviderStats {
     pub chunks: u64,
     pub bytes: u64,
     pub capacity: u64,
+    /// Bytes promised under live promises.
+    pub committed: u64,
+    pub promises: usize,
+    /// The current storage price, milli-credits per GiB-month.
+    pub price_per_gib_month: u64,
 }
 
 pub struct Provider {
     store: Arc<Store>,
     signer: Signer,
     me: NodeKey,
-    capacity: u64,
-    /// Bytes promised to uploads in progress, so that concurrent uploads
-    /// cannot together overrun the capacity.
-    reserved: AtomicU64,
+    terms: ProviderTerms,
+    faults: Faults,
+    ledger: Option<Arc<Ledger>>,
+    book: Mutex<Book>,
+    demand: Mutex<pricing::Demand>,
+    /// Price and expiry of each unexpired ask: honoured even if the price
+    /// has risen since.
+    honoured: Mutex<Vec<(u64, u64)>>,
+    /// Serialises cheques so that totals only grow.
+    cheques: Mutex<()>,
+    started: Instant,
     chunks: AtomicU64,
 }
 
 impl Provider {
-    /// A provider selling `capacity` bytes of `store` (its own store, not
-    /// a drive's).
-    pub fn new(store: Arc<Store>, signer: Signer, capacity: u64) -> Result<Provider, StoreError> {
+    /// A provider selling `terms.capacity` bytes of `store` (its own store,
+    /// not a drive's). Loads the promises it sold.
+    pub fn new(
+        store: Arc<Store>,
+        signer: Signer,
+        terms: ProviderTerms,
+        faults: Faults,
+        ledger: Option<Arc<Ledger>>,
+    ) -> Result<Provider, StoreError> {
         let chunks = store.chunk_records()?.len() as u64;
         let me = signer.node_key();
-        Ok(Provider { store, signer, me, capacity, reserved: AtomicU64::new(0), chunks: AtomicU64::new(chunks) })
+        let mut book = Book::default();
+        for (id, bytes) in store.promises()? {
+            let record = SoldRecord::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                what: format!("promise record {}", market::hex(&id)),
+                detail: e.to_string(),
+            })?;
+            let mut sold = Sold::new(record);
+            for c in sold.record.promise.terms.chunks.clone() {
+                if let Some(rec) = store.chunk(&ChunkId(c))? {
+                    sold.stored.insert(c);
+                    sold.stored_bytes += u64::from(rec.len);
+                }
+            }
+            book.insert(sold);
+        }
+        Ok(Provider {
+            store,
+            signer,
+            me,
+            terms,
+            faults,
+            ledger,
+            book: Mutex::new(book),
+            demand: Mutex::default(),
+            honoured: Mutex::default(),
+            cheques: Mutex::default(),
+            started: Instant::now(),
+            chunks: AtomicU64::new(chunks),
+        })
+    }
+
+    fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn log(&self, event: Event) {
+        if let Some(l) = &self.ledger
+            && let Err(e) = l.append(event)
+        {
+            tracing::error!(cause = %e, "cannot append to the ledger");
+        }
     }
 
     pub fn stats(&self) -> ProviderStats {
+        let book = self.book();
         ProviderStats {
             chunks: self.chunks.load(Ordering::Relaxed),
             bytes: self.store.used_bytes(),
-            capacity: self.capacity,
+            capacity: self.terms.capacity,
+            committed: book.committed(),
+            promises: book.sold.len(),
+            price_per_gib_month: {
+                drop(book);
+                self.current_price()
+            },
         }
     }
 
@@ -63,42 +159,59 @@ impl Provider {
     }
 
     fn put(&self, from: &NodeKey, m: PutChunk) -> Response {
-        if let Err(e) = m.token.check(from, &self.me, unix_now()) {
-            return Response::refused(Refusal::Unauthorized, format!("upload capability refused: {e}"));
-        }
+        let now = unix_now();
         let id = ChunkId(m.id);
+        let len = m.body.len() as u64;
+        let Some(promise) = self.book().authorizing(from, &m.promise, &m.id, now) else {
+            return Response::refused(Refusal::Unauthorized, "no live promise of this client covers the chunk");
+        };
         if !id.verifies(&m.body) {
             return Response::refused(Refusal::BadChunk, "the chunk does not hash to its id");
         }
-        let len = m.body.len() as u64;
-        match self.store.holds(&id) {
-            Ok(true) => return self.receipt(from, &id, m.body.len()),
-            Ok(false) => {}
-            Err(e) => return internal(e),
+        {
+            // Reserve the bytes under the promise before the slow write, so
+            // that concurrent uploads cannot together overrun it.
+            let mut book = self.book();
+            let Some(sold) = book.sold.get_mut(&promise) else {
+                return Response::refused(Refusal::Unauthorized, "the promise ended");
+            };
+            if !sold.stored.contains(&m.id) {
+                let limit = sold.record.promise.terms.bytes;
+                if sold.stored_bytes + len > limit {
+                    return Response::refused(
+                        Refusal::Full,
+                        format!("beyond the promise: {} of {limit} bytes stored, chunk of {len}", sold.stored_bytes),
+                    );
+                }
+                sold.stored.insert(m.id);
+                sold.stored_bytes += len;
+            }
         }
-        let reserved = self.reserved.fetch_add(len, Ordering::SeqCst) + len;
-        let _release = Release(&self.reserved, len);
-        let used = self.store.used_bytes();
-        if used + reserved > self.capacity {
-            return Response::refused(
-                Refusal::Full,
-                format!("no room: {} of {} bytes used, chunk of {len} bytes", used, self.capacity),
-            );
-        }
+        let unreserve = || {
+            if let Some(sold) = self.book().sold.get_mut(&promise)
+                && sold.stored.remove(&m.id)
+            {
+                sold.stored_bytes -= len;
+            }
+        };
         match self.store.hold(&id, &m.body) {
             Ok(new) => {
                 if new {
                     self.chunks.fetch_add(1, Ordering::Relaxed);
                 }
-                self.receipt(from, &id, m.body.len())
+                self.receipt(from, &promise, &id, m.body.len())
             }
-            Err(e) => internal(e),
+            Err(e) => {
+                unreserve();
+                internal(e)
+            }
         }
     }
 
-    fn receipt(&self, client: &NodeKey, id: &ChunkId, len: usize) -> Response {
+    fn receipt(&self, client: &NodeKey, promise: &[u8; 32], id: &ChunkId, len: usize) -> Response {
         let len = u32::try_from(len).unwrap_or(u32::MAX);
         Response::Stored(self.signer.sign(Receipt {
+            promise: *promise,
             chunk: id.0,
             len,
             client: *client,
@@ -107,7 +220,10 @@ impl Provider {
         }))
     }
 
-    fn get(&self, m: GetChunk) -> Response {
+    fn get(&self, from: &NodeKey, m: GetChunk) -> Response {
+        if self.book().authorizing(from, &m.promise, &m.id, unix_now()).is_none() {
+            return Response::refused(Refusal::Unauthorized, "no live promise of this client covers the chunk");
+        }
         let id = ChunkId(m.id);
         let body = match self.store.chunk_body(&id) {
             Ok(b) => b,
@@ -147,9 +263,16 @@ impl Service for Provider {
     fn serve(&self, from: &NodeKey, req: Request) -> Response {
         match req {
             Request::Put(m) => self.put(from, m),
-            Request::Get(m) => self.get(m),
+            Request::Get(m) => self.get(from, m),
             Request::Has(m) => self.has(m),
+            Request::Ask => Response::Ask(self.make_ask(&[])),
+            Request::Bid(b) => self.bid(from, b),
+            Request::Pay(c) => self.pay(from, c),
         }
+    }
+
+    fn ask(&self, addrs: &[libp2p::Multiaddr]) -> Option<Signed<Ask>> {
+        Some(self.make_ask(addrs))
     }
 }
 
@@ -159,14 +282,6 @@ fn internal(e: StoreError) -> Response {
         return Response::refused(Refusal::Full, "the provider's disk is full");
     }
     Response::refused(Refusal::Internal, "the provider's store failed")
-}
-
-struct Release<'a>(&'a AtomicU64, u64);
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(self.1, Ordering::SeqCst);
-    }
 }
 
 #[cfg(test)]

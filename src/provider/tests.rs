@@ -1,82 +1,193 @@
 use super::*;
 use crate::net::proto::Refused;
-use crate::promise::PutToken;
+use crate::promise::{AuditTerms, Bid, Cheque, MILLI, Promise, PromiseKind, Terms};
 use crate::store::Store;
 
-fn token(client: &Signer, provider: NodeKey) -> crate::promise::Signed<PutToken> {
-    client.sign(PutToken::new(client.node_key(), provider, 1))
+const DAY: u64 = 86400;
+
+fn terms(capacity: u64) -> ProviderTerms {
+    ProviderTerms {
+        capacity,
+        price_per_gib_month: 2 * MILLI,
+        price_per_gib_retrieval: MILLI / 2,
+        min_duration: 3600,
+        max_duration: 365 * DAY,
+    }
+}
+
+fn provider(dir: &std::path::Path, capacity: u64) -> Provider {
+    let store = Arc::new(Store::open(dir, 0, 0).unwrap());
+    Provider::new(store, Signer::from_seed(&[1; 32]), terms(capacity), Faults::default(), None).unwrap()
 }
 
 fn body(n: usize, seed: u8) -> Vec<u8> {
     crate::test_data::data(n, u64::from(seed))
 }
 
-fn put(p: &Provider, client: &Signer, body: Vec<u8>) -> Response {
-    let id = ChunkId::of(&body).0;
-    p.serve(&client.node_key(), Request::Put(PutChunk { token: token(client, p.me), id, body }))
+fn bid_for(client: &Signer, p: &Provider, chunks: &[&[u8]], price: u64, nonce: u64) -> Bid {
+    let now = unix_now();
+    client.sign(Terms {
+        kind: PromiseKind::Storage,
+        client: client.node_key(),
+        provider: p.me,
+        chunks: chunks.iter().map(|b| ChunkId::of(b).0).collect(),
+        bytes: chunks.iter().map(|b| b.len() as u64).sum(),
+        price,
+        start: now,
+        expiry: now + 30 * DAY,
+        audit: AuditTerms { interval: 3600, max_range: 4096 },
+        nonce,
+        renews: None,
+    })
+}
+
+fn refusal(r: Response) -> Refusal {
+    match r {
+        Response::Refused(r) => r.why,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn promise(r: Response) -> Promise {
+    match r {
+        Response::Promise(p) => *p,
+        other => panic!("expected a promise, got {other:?}"),
+    }
+}
+
+fn put(p: &Provider, client: &Signer, promise: [u8; 32], body: &[u8]) -> Response {
+    let id = ChunkId::of(body).0;
+    p.serve(&client.node_key(), Request::Put(PutChunk { promise, id, body: body.to_vec() }))
 }
 
 #[test]
-fn stores_verifies_and_serves() {
+fn stores_and_serves_under_a_promise() {
     let dir = tempfile::tempdir().unwrap();
-    let p =
-        Provider::new(Arc::new(Store::open(dir.path(), 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 64 << 20).unwrap();
+    let p = provider(dir.path(), 64 << 20);
     let client = Signer::from_seed(&[2; 32]);
     let b = body(300_000, 1);
     let id = ChunkId::of(&b);
-    match put(&p, &client, b.clone()) {
-        Response::Stored(r) => r.check(&p.me, &client.node_key(), &id.0, b.len() as u32).unwrap(),
+    let pr = promise(p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b], 2 * MILLI, 1))));
+    pr.verify().unwrap();
+    let pid = pr.id();
+    match put(&p, &client, pid, &b) {
+        Response::Stored(r) => r.check(&p.me, &client.node_key(), &pid, &id.0, b.len() as u32).unwrap(),
         other => panic!("expected a receipt, got {other:?}"),
     }
     // Storing the same chunk again is answered with a receipt and no new bytes.
-    assert!(matches!(put(&p, &client, b.clone()), Response::Stored(_)));
+    assert!(matches!(put(&p, &client, pid, &b), Response::Stored(_)));
     assert_eq!(p.stats().chunks, 1);
-    assert_eq!(
-        p.serve(&client.node_key(), Request::Get(GetChunk { id: id.0, range: None })),
-        Response::Chunk(b.clone())
-    );
-    assert_eq!(
-        p.serve(&client.node_key(), Request::Get(GetChunk { id: id.0, range: Some((10, 5)) })),
-        Response::Chunk(b[10..15].to_vec())
-    );
-    let past = Request::Get(GetChunk { id: id.0, range: Some((b.len() as u64 - 2, 5)) });
+    let get = |range| Request::Get(GetChunk { promise: pid, id: id.0, range });
+    assert_eq!(p.serve(&client.node_key(), get(None)), Response::Chunk(b.clone()));
+    assert_eq!(p.serve(&client.node_key(), get(Some((10, 5)))), Response::Chunk(b[10..15].to_vec()));
+    let past = get(Some((b.len() as u64 - 2, 5)));
     assert!(matches!(p.serve(&client.node_key(), past), Response::Refused(Refused { why: Refusal::BadRequest, .. })));
-    let missing = Request::Get(GetChunk { id: [7; 32], range: None });
-    assert!(matches!(p.serve(&client.node_key(), missing), Response::Refused(Refused { why: Refusal::NotFound, .. })));
+    // Another peer cannot fetch under this client's promise.
+    let other = Signer::from_seed(&[3; 32]);
+    assert_eq!(refusal(p.serve(&other.node_key(), get(None))), Refusal::Unauthorized);
     let has = Request::Has(HasChunks { ids: vec![id.0, [7; 32]] });
     assert_eq!(p.serve(&client.node_key(), has), Response::Has(vec![true, false]));
-    // Everything survives a reopen.
+    // Everything survives a reopen: chunks, promises, committed bytes.
     drop(p);
-    let p =
-        Provider::new(Arc::new(Store::open(dir.path(), 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 64 << 20).unwrap();
+    let p = provider(dir.path(), 64 << 20);
     assert_eq!(p.stats().chunks, 1);
+    assert_eq!(p.stats().committed, b.len() as u64);
     assert_eq!(p.held().unwrap(), vec![id.0]);
-    assert_eq!(p.serve(&client.node_key(), Request::Get(GetChunk { id: id.0, range: None })), Response::Chunk(b));
+    assert_eq!(p.serve(&client.node_key(), get(None)), Response::Chunk(b));
 }
 
 #[test]
 fn refuses_what_it_must() {
     let dir = tempfile::tempdir().unwrap();
-    let p =
-        Provider::new(Arc::new(Store::open(dir.path(), 0, 0).unwrap()), Signer::from_seed(&[1; 32]), 200_000).unwrap();
+    let p = provider(dir.path(), 400_000);
     let client = Signer::from_seed(&[2; 32]);
     let other = Signer::from_seed(&[3; 32]);
-    let refusal = |r: Response| match r {
-        Response::Refused(r) => r.why,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
-    // A body that does not hash to its id.
-    let b = body(1000, 1);
-    let req = PutChunk { token: token(&client, p.me), id: [9; 32], body: b.clone() };
-    assert_eq!(refusal(p.serve(&client.node_key(), Request::Put(req))), Refusal::BadChunk);
-    // A token signed by someone else than the uploading peer.
-    let req = PutChunk { token: token(&other, p.me), id: ChunkId::of(&b).0, body: b.clone() };
-    assert_eq!(refusal(p.serve(&client.node_key(), Request::Put(req))), Refusal::Unauthorized);
-    // A token for another provider.
-    let req = PutChunk { token: token(&client, other.node_key()), id: ChunkId::of(&b).0, body: b.clone() };
-    assert_eq!(refusal(p.serve(&client.node_key(), Request::Put(req))), Refusal::Unauthorized);
-    // Capacity is a hard limit.
-    assert!(matches!(put(&p, &client, body(150_000, 2)), Response::Stored(_)));
-    assert_eq!(refusal(put(&p, &client, body(150_000, 3))), Refusal::Full);
-    assert_eq!(p.stats().chunks, 1);
+    let (b1, b2, b3) = (body(150_000, 1), body(150_000, 2), body(150_000, 3));
+    // A bid signed by someone else than the peer sending it.
+    let forged = bid_for(&other, &p, &[&b1], 2 * MILLI, 1);
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Bid(forged))), Refusal::Unauthorized);
+    // A bid below the price is countered with the price.
+    match p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b1], MILLI, 2))) {
+        Response::Counter(c) => assert_eq!(c.price, 2 * MILLI),
+        other => panic!("expected a counter, got {other:?}"),
+    }
+    // At the price of an ask it signed, the provider takes the bid even
+    // though demand has since raised its price.
+    let asked = p.make_ask(&[]).body.price_per_gib_month;
+    let bid = bid_for(&client, &p, &[&b1, &b2], asked, 3);
+    let pr = promise(p.serve(&client.node_key(), Request::Bid(bid.clone())));
+    // The same bid again, and a new bid reusing its nonce: replays.
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Bid(bid))), Refusal::Replayed);
+    let mut again = bid_for(&client, &p, &[&b3], 2 * MILLI, 3);
+    again.body.start += 1;
+    let again = client.sign(again.body);
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Bid(again))), Refusal::Replayed);
+    // Beyond the capacity: refused as full.
+    let big = bid_for(&client, &p, &[&b3, &body(150_000, 4)], 10 * MILLI, 4);
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Bid(big))), Refusal::Full);
+    // An upload under no promise, under a promise not covering the chunk,
+    // under someone else's promise, or a body that does not hash to its id.
+    assert_eq!(refusal(put(&p, &client, [9; 32], &b3)), Refusal::Unauthorized);
+    assert_eq!(refusal(put(&p, &client, pr.id(), &b3)), Refusal::Unauthorized);
+    assert_eq!(refusal(put(&p, &other, pr.id(), &b1)), Refusal::Unauthorized);
+    let bad = PutChunk { promise: pr.id(), id: ChunkId::of(&b1).0, body: b2.clone() };
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Put(bad))), Refusal::BadChunk);
+    assert!(matches!(put(&p, &client, pr.id(), &b1), Response::Stored(_)));
+    // Durations outside the provider's range are refused.
+    let mut short = bid_for(&client, &p, &[&b3], 10 * MILLI, 5).body;
+    short.expiry = short.start + 60;
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Bid(client.sign(short)))), Refusal::BadRequest);
+}
+
+#[test]
+fn cheques_only_grow_and_expired_promises_free_their_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(dir.path(), 64 << 20);
+    let client = Signer::from_seed(&[2; 32]);
+    let cheque =
+        |total, seq| client.sign(Cheque { client: client.node_key(), provider: p.me, total, seq, at: unix_now() });
+    assert!(matches!(p.serve(&client.node_key(), Request::Pay(cheque(100, 1))), Response::Paid(_)));
+    assert!(matches!(p.serve(&client.node_key(), Request::Pay(cheque(100, 1))), Response::Paid(_)), "idempotent");
+    assert_eq!(refusal(p.serve(&client.node_key(), Request::Pay(cheque(50, 2)))), Refusal::BadRequest);
+    match p.serve(&client.node_key(), Request::Pay(cheque(300, 2))) {
+        Response::Paid(ack) => {
+            ack.verify_by(&p.me).unwrap();
+            assert_eq!(ack.body.total, 300);
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    let other = Signer::from_seed(&[3; 32]);
+    assert_eq!(refusal(p.serve(&other.node_key(), Request::Pay(cheque(400, 3)))), Refusal::Unauthorized);
+
+    let b = body(200_000, 7);
+    let pr = promise(p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b], 2 * MILLI, 9))));
+    assert!(matches!(put(&p, &client, pr.id(), &b), Response::Stored(_)));
+    assert_eq!(p.sweep(unix_now()), 0, "a live promise keeps its chunks");
+    assert_eq!(p.sweep(pr.terms.expiry + 1), 1);
+    assert!(!p.store.holds(&ChunkId::of(&b)).unwrap());
+    assert_eq!(p.stats().committed, 0);
+    assert_eq!(refusal(put(&p, &client, pr.id(), &b)), Refusal::Unauthorized);
+}
+
+#[test]
+fn a_renewal_replaces_its_promise_in_the_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(dir.path(), 300_000);
+    let client = Signer::from_seed(&[2; 32]);
+    let b = body(200_000, 5);
+    let first = promise(p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b], 2 * MILLI, 1))));
+    assert!(matches!(put(&p, &client, first.id(), &b), Response::Stored(_)));
+    let mut t = bid_for(&client, &p, &[&b], 10 * MILLI, 2).body;
+    t.start = first.terms.expiry;
+    t.expiry = first.terms.expiry + 30 * DAY;
+    t.renews = Some(first.id());
+    let renewal = promise(p.serve(&client.node_key(), Request::Bid(client.sign(t))));
+    assert_eq!(p.stats().committed, 200_000, "counted once, not twice");
+    // The old promise's expiry drops it, but the renewal keeps the chunk.
+    assert_eq!(p.sweep(first.terms.expiry + 1), 0);
+    assert!(p.store.holds(&ChunkId::of(&b)).unwrap());
+    // Fetching under the old id still works through the renewal.
+    let get = Request::Get(GetChunk { promise: first.id(), id: ChunkId::of(&b).0, range: None });
+    assert_eq!(p.serve(&client.node_key(), get), Response::Chunk(b));
+    assert_eq!(p.sweep(renewal.terms.expiry + 1), 1);
 }

@@ -15,6 +15,8 @@
 //! | `pending`   | chunk id               | (empty): the placement queue |
 //! | `bodies`    | chunk id               | sealed body of a small chunk |
 //! | `replicas`  | chunk id, holder key   | the holder's signed receipt |
+//! | `promises`  | promise id             | the market's promise record |
+//! | `market`    | prefixed key           | nonces seen, cheques, spend |
 //!
 //! Every change to the namespace or to a file's chunks is one [`Txn`]: one
 //! RocksDB write batch, so a crash never leaves half an operation. Chunk
@@ -24,6 +26,7 @@
 //!
 //! Invariant: this module knows nothing of FUSE or the network.
 
+mod market;
 mod packs;
 mod placement;
 pub mod records;
@@ -42,7 +45,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub const ROOT_INO: u64 = 1;
 
-const CFS: [&str; 11] = [
+const CFS: [&str; 13] = [
     "meta",
     "inodes",
     "dirents",
@@ -54,6 +57,8 @@ const CFS: [&str; 11] = [
     "pending",
     "bodies",
     "replicas",
+    "promises",
+    "market",
 ];
 /// Sealed bodies up to this size live in the `bodies` column family rather
 /// than a pack: an fsync of a small file then costs one WAL sync, not two.

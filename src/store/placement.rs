@@ -71,14 +71,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Every recorded replica: (chunk, holder).
-    pub fn all_replicas(&self) -> Result<Vec<(ChunkId, [u8; 32])>, StoreError> {
+    /// Every recorded replica: (chunk, holder, the holder's receipt).
+    pub fn all_replicas(&self) -> Result<Vec<(ChunkId, [u8; 32], Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf("replicas"), IteratorMode::Start) {
-            let (k, _) = item?;
+            let (k, v) = item?;
             if let (Some(id), Ok(h)) = (records::decode_chunk_id(&k[..32.min(k.len())]), <[u8; 32]>::try_from(&k[32..]))
             {
-                out.push((id, h));
+                out.push((id, h, v.to_vec()));
             }
         }
         Ok(out)

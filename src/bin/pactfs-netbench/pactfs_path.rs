@@ -9,7 +9,7 @@ use libp2p::Multiaddr;
 use pactfs::chunk::ChunkId;
 use pactfs::net::proto::{GetChunk, PutChunk};
 use pactfs::net::{self, Mode, NetConfig, Request, Response, Role};
-use pactfs::promise::{PutToken, Signer};
+use pactfs::promise::{AuditTerms, MAX_PROMISE_CHUNKS, PromiseKind, Signer, Terms, unix_now};
 use std::time::{Duration, Instant};
 
 /// `count` distinct chunks of `size` bytes, the same for the same seed (so
@@ -60,19 +60,56 @@ fn transport_of(addr: &Multiaddr) -> &'static str {
     if addr.to_string().contains("/quic") { "quic" } else { "tcp" }
 }
 
+/// Buys promises covering `bodies` at the provider's asking price; returns
+/// each chunk's promise id. Bought before the clock starts: the benchmark
+/// measures moving chunks, `scripts/bench-market` the market.
+async fn buy(
+    handle: &net::NetHandle,
+    provider: libp2p::PeerId,
+    signer: &Signer,
+    bodies: &[(ChunkId, Vec<u8>)],
+) -> Result<Vec<[u8; 32]>> {
+    let provider_key = net::node_key_of(&provider).context("provider peer id is not an ed25519 key")?;
+    let ask = match handle.request(provider, Request::Ask).await? {
+        Response::Ask(a) => a,
+        other => bail!("no ask: {other:?}"),
+    };
+    let mut out = Vec::with_capacity(bodies.len());
+    for (n, part) in bodies.chunks(MAX_PROMISE_CHUNKS).enumerate() {
+        let now = unix_now();
+        let terms = Terms {
+            kind: PromiseKind::Storage,
+            client: signer.node_key(),
+            provider: provider_key,
+            chunks: part.iter().map(|(id, _)| id.0).collect(),
+            bytes: part.iter().map(|(_, b)| b.len() as u64).sum(),
+            price: ask.body.price_per_gib_month,
+            start: now,
+            expiry: now + ask.body.min_duration.max(3600),
+            audit: AuditTerms { interval: 3600, max_range: 4096 },
+            nonce: now ^ (n as u64) << 32,
+            renews: None,
+        };
+        match handle.request(provider, Request::Bid(signer.sign(terms))).await? {
+            Response::Promise(p) => out.extend(std::iter::repeat_n(p.id(), part.len())),
+            other => bail!("bid not accepted: {other:?}"),
+        }
+    }
+    Ok(out)
+}
+
 /// Puts `total` bytes as distinct chunks, `streams` requests in flight.
 pub async fn put(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: u64) -> Result<()> {
     let (handle, provider, signer) = connect(&addr, seed).await?;
-    let provider_key = net::node_key_of(&provider).context("provider peer id is not an ed25519 key")?;
-    let token = signer.sign(PutToken::new(signer.node_key(), provider_key, 1));
     let count = (total / chunk).max(1);
     let bodies = chunks(seed, count, chunk as usize);
+    let promises = buy(&handle, provider, &signer, &bodies).await?;
     let bytes = count * chunk;
     let (cpu0, t0) = (cpu_seconds()?, Instant::now());
-    let mut puts = futures::stream::iter(bodies.into_iter().map(|(id, body)| {
-        let (handle, token) = (handle.clone(), token.clone());
+    let mut puts = futures::stream::iter(bodies.into_iter().zip(promises).map(|((id, body), promise)| {
+        let handle = handle.clone();
         async move {
-            match handle.request(provider, Request::Put(PutChunk { token, id: id.0, body })).await? {
+            match handle.request(provider, Request::Put(PutChunk { promise, id: id.0, body })).await? {
                 Response::Stored(_) => Ok(()),
                 other => bail!("put refused: {other:?}"),
             }
@@ -97,7 +134,8 @@ pub async fn get(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: 
     let mut gets = futures::stream::iter(ids.into_iter().map(|id| {
         let handle = handle.clone();
         async move {
-            match handle.request(provider, Request::Get(GetChunk { id: id.0, range: None })).await? {
+            // Any live promise of this client covering the chunk serves.
+            match handle.request(provider, Request::Get(GetChunk { promise: [0; 32], id: id.0, range: None })).await? {
                 Response::Chunk(b) if id.verifies(&b) => Ok(()),
                 Response::Chunk(_) => bail!("chunk {} came back wrong", id.fmt_short()),
                 other => bail!("get refused: {other:?}"),

@@ -1,0 +1,96 @@
+//! Payments: every `payment_interval`, each provider is paid what its
+//! promises have earned since the last cheque, by a new cumulative cheque
+//! (the newest supersedes the older ones). A broken promise earns nothing
+//! after it broke. The month's spend never passes `credits_per_month`:
+//! what does not fit waits for the next month.
+
+use super::held;
+use super::{Agent, lock, month_of};
+use crate::codec;
+use crate::ledger::Event;
+use crate::net::{Request, Response, peer_id_of};
+use crate::promise::{Cheque, NodeKey, STATEMENT_V1, credits, unix_now};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+impl Agent {
+    /// Pays what is due, if a payment interval has passed.
+    pub(super) async fn pay_due(&self) {
+        let interval = Duration::from_secs(self.config().payment_interval.max(1));
+        {
+            let mut last = lock(&self.last_payment);
+            if last.is_some_and(|t| t.elapsed() < interval) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let now = unix_now();
+        let mut earned: BTreeMap<NodeKey, u64> = BTreeMap::new();
+        for h in lock(&self.held).values() {
+            *earned.entry(h.provider()).or_default() += h.accrued(now);
+        }
+        for (provider, earned) in earned {
+            if let Err(e) = self.pay(provider, earned, now).await {
+                tracing::warn!(provider = ?provider, cause = %e, "payment not made");
+            }
+        }
+    }
+
+    async fn pay(&self, provider: NodeKey, earned: u64, now: u64) -> Result<(), String> {
+        let last = self.on_store(move |s| held::last_paid(s, &provider)).await?;
+        let paid = last.as_ref().map_or(0, |c| c.body.total);
+        let due = earned.saturating_sub(paid);
+        if due == 0 {
+            return Ok(());
+        }
+        let month = month_of(now);
+        let m = month.clone();
+        let spent = self.on_store(move |s| held::spent(s, &m)).await?;
+        let budget = self.config().credits_per_month;
+        let amount = due.min(budget.saturating_sub(spent));
+        if amount < due {
+            self.set_blocked(Some(format!(
+                "budget: {} of {} credits spent this month; {} owed waits for next month",
+                credits(spent),
+                credits(budget),
+                credits(due - amount)
+            )));
+        }
+        if amount == 0 {
+            return Ok(());
+        }
+        let cheque = self.signer.sign(Cheque {
+            client: self.me,
+            provider,
+            total: paid + amount,
+            seq: last.as_ref().map_or(1, |c| c.body.seq + 1),
+            at: now,
+        });
+        let peer = peer_id_of(&provider).ok_or("not a valid provider key")?;
+        let ack = match self.net.request(peer, Request::Pay(cheque.clone())).await {
+            Ok(Response::Paid(ack)) => ack,
+            Ok(Response::Refused(r)) => return Err(format!("cheque refused: {}", r.message)),
+            Ok(other) => return Err(format!("unexpected answer {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        if ack.verify_by(&provider).is_err() || ack.body.total != cheque.body.total || ack.body.client != self.me {
+            return Err("the provider's acknowledgement does not match the cheque".into());
+        }
+        let c = cheque.clone();
+        let m = month.clone();
+        self.on_store(move |s| {
+            held::save_paid(s, &c)?;
+            held::add_spent(s, &m, amount)
+        })
+        .await?;
+        tracing::info!(provider = ?provider, amount = %credits(amount), total = %credits(cheque.body.total), "paid");
+        self.log(Event::Payment {
+            client: self.me,
+            provider,
+            amount,
+            total: cheque.body.total,
+            signed: codec::Bytes(codec::encode(STATEMENT_V1, &cheque)),
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,581 @@
+//! One placement pass: asks, choice of providers, bids, uploads.
+
+use super::asks::{self, Candidate, Quote};
+use super::held::Held;
+use super::{Agent, AgentConfig, hex, lock, rand_nonce};
+use crate::chunk::ChunkId;
+use crate::codec;
+use crate::ledger::Event;
+use crate::net::proto::PutChunk;
+use crate::net::{Refusal, Request, Response, peer_id_of};
+use crate::promise::{
+    AuditTerms, MAX_PROMISE_CHUNKS, MONTH_SECS, NodeKey, Promise, PromiseKind, STATEMENT_V1, Terms, credits,
+    storage_cost, unix_now,
+};
+use futures::StreamExt;
+use libp2p::PeerId;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Uploads in flight at once, over all providers: request-response pays a
+/// round trip per chunk, so throughput needs many in flight.
+const MAX_UPLOADS: usize = 24;
+/// Uploads in flight to one provider (a provider admits 32 per peer; home
+/// routers choke on hundreds).
+const MAX_UPLOADS_PER_PROVIDER: usize = 12;
+/// Chunks taken from the queue per pass.
+const BATCH: usize = 512;
+/// Asks older than this are fetched again from their provider.
+const QUOTE_REFRESH_SECS: u64 = 30;
+/// How long a provider that failed is skipped.
+const BACKOFF: Duration = Duration::from_secs(10);
+/// A provider that missed a deadline or broke a promise is skipped longer.
+const BACKOFF_BROKEN: Duration = Duration::from_secs(60);
+/// An upload's deadline: a base plus a floor on throughput (1 MiB/s).
+const UPLOAD_BASE: Duration = Duration::from_secs(20);
+/// Largest byte range one audit asks for.
+const AUDIT_RANGE: u32 = 64 * 1024;
+
+/// How one upload went.
+enum Upload {
+    Stored,
+    /// Not the provider's fault (busy, unreachable): try again later.
+    Later,
+    /// The provider did not keep its promise (refused, wrong receipt, too slow).
+    Broken(String),
+}
+
+impl Agent {
+    /// Checks the asks heard on the gossip and asks providers without a
+    /// fresh quote directly. Returns the number of providers known.
+    async fn refresh_quotes(&self) -> usize {
+        let now = unix_now();
+        let providers = self.net.providers().await.unwrap_or_default();
+        let heard = self.net.asks().await.unwrap_or_default();
+        let latency: HashMap<String, f64> = self
+            .net
+            .peers()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| Some((p.peer_id, p.latency_ms?)))
+            .collect();
+        let me = self.net.local_peer_id();
+        let take = |peer: PeerId, ask| match asks::check_ask(&peer, &ask, now) {
+            Ok(key) => {
+                let latency_ms = latency.get(&peer.to_string()).copied();
+                lock(&self.quotes).insert(peer, Quote { peer, key, ask, latency_ms });
+                true
+            }
+            Err(why) => {
+                tracing::warn!(%peer, cause = %why, "refused an ask");
+                lock(&self.quotes).remove(&peer);
+                self.back_off(peer, BACKOFF_BROKEN, why);
+                false
+            }
+        };
+        for (peer, ask) in heard {
+            let newer = lock(&self.quotes).get(&peer).is_none_or(|q| q.ask.body.issued < ask.body.issued);
+            if peer != me && newer {
+                take(peer, ask);
+            }
+        }
+        let stale: Vec<PeerId> = providers
+            .iter()
+            .filter(|p| **p != me)
+            .filter(|p| {
+                lock(&self.quotes)
+                    .get(p)
+                    .is_none_or(|q| q.ask.body.issued + QUOTE_REFRESH_SECS < now || q.ask.body.expires < now + 10)
+            })
+            .copied()
+            .collect();
+        let fetched = futures::stream::iter(stale)
+            .map(|peer| async move { (peer, self.net.request(peer, Request::Ask).await) })
+            .buffer_unordered(8)
+            .collect::<Vec<_>>()
+            .await;
+        for (peer, answer) in fetched {
+            match answer {
+                Ok(Response::Ask(ask)) => {
+                    take(peer, ask);
+                }
+                Ok(other) => tracing::debug!(%peer, answer = ?other, "no ask from a provider"),
+                Err(e) => tracing::debug!(%peer, cause = %e, "cannot ask a provider"),
+            }
+        }
+        // Forget quotes of providers no longer known and long expired.
+        lock(&self.quotes).retain(|p, q| providers.contains(p) || q.ask.body.expires + 600 > now);
+        providers.len()
+    }
+
+    /// One pass over the queue; returns the replicas placed.
+    pub(super) async fn pass(&self) -> Result<usize, String> {
+        let cfg = self.config();
+        let now = unix_now();
+        let known = self.refresh_quotes().await;
+        lock(&self.status).providers_known = known;
+        let after = *lock(&self.cursor);
+        let batch = self
+            .on_store(move |s| {
+                let ids = s.pending_ids(after.as_ref(), BATCH)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some(rec) = s.chunk(&id)? {
+                        out.push((id, u64::from(rec.len), s.replica_holders(&id)?));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        *lock(&self.cursor) = if batch.len() < BATCH { None } else { batch.last().map(|(id, _, _)| *id) };
+        if batch.is_empty() {
+            self.set_blocked(None);
+            return Ok(0);
+        }
+        let quotes = lock(&self.quotes).clone();
+        let rep = lock(&self.reputation).clone();
+        let (recorded, newcomers, out) =
+            asks::candidates(&quotes, &rep, |q| self.excluded(q, &cfg, now), cfg.min_reputation, now);
+        lock(&self.status).asks_usable = recorded.len() + newcomers.len();
+        if recorded.is_empty() && newcomers.is_empty() {
+            let why = if quotes.is_empty() {
+                if known == 0 { "no providers known".to_string() } else { "no provider has a valid ask".to_string() }
+            } else {
+                let reasons: HashSet<String> = out.into_iter().map(|(_, w)| w).collect();
+                let mut reasons: Vec<String> = reasons.into_iter().collect();
+                reasons.sort();
+                format!("no provider is usable: {}", reasons.join("; "))
+            };
+            self.set_blocked(Some(why));
+            return Ok(0);
+        }
+        let plan = self.assign(&cfg, &batch, recorded, newcomers);
+        let promised = self.bid_all(&cfg, plan.groups, &quotes).await;
+        // Chunk-major uploads: each body is read once for all its targets.
+        let mut jobs: Vec<(ChunkId, Vec<(PeerId, NodeKey, [u8; 32])>)> = Vec::new();
+        for (id, targets) in plan.targets {
+            let t: Vec<_> = targets
+                .into_iter()
+                .filter_map(|key| {
+                    let pid = promised.get(&(key, id)).copied().or_else(|| self.open_slot(&id, &key))?;
+                    Some((peer_id_of(&key)?, key, pid))
+                })
+                .collect();
+            if !t.is_empty() {
+                jobs.push((id, t));
+            }
+        }
+        let total = Arc::new(Semaphore::new(MAX_UPLOADS));
+        let per: HashMap<NodeKey, Arc<Semaphore>> = jobs
+            .iter()
+            .flat_map(|(_, t)| t.iter().map(|(_, k, _)| *k))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|k| (k, Arc::new(Semaphore::new(MAX_UPLOADS_PER_PROVIDER))))
+            .collect();
+        let chunks_at_once = (MAX_UPLOADS / cfg.replication.max(1) as usize).max(1);
+        let results: Vec<Vec<(NodeKey, [u8; 32], Upload)>> = futures::stream::iter(jobs)
+            .map(|(id, targets)| self.place_chunk(id, targets, &total, &per, cfg.replication))
+            .buffer_unordered(chunks_at_once)
+            .collect()
+            .await;
+        let mut placed = 0;
+        let mut broken: HashMap<[u8; 32], (NodeKey, String)> = HashMap::new();
+        let mut kept: HashSet<[u8; 32]> = HashSet::new();
+        for (key, pid, outcome) in results.into_iter().flatten() {
+            match outcome {
+                Upload::Stored => {
+                    placed += 1;
+                    kept.insert(pid);
+                }
+                Upload::Later => {}
+                Upload::Broken(why) => {
+                    broken.entry(pid).or_insert((key, why));
+                }
+            }
+        }
+        for (pid, (key, why)) in broken {
+            self.break_promise(pid, key, &why);
+        }
+        // A promise formed this pass and fully honoured is a kept promise.
+        for ((key, _), pid) in &promised {
+            if kept.remove(pid) && !self.has_open(pid) {
+                self.update_reputation(*key, true);
+            }
+        }
+        if placed > 0 || plan.blocked.is_none() {
+            self.set_blocked(plan.blocked);
+        }
+        Ok(placed)
+    }
+
+    fn open_slot(&self, id: &ChunkId, key: &NodeKey) -> Option<[u8; 32]> {
+        lock(&self.open).get(id)?.iter().find(|(k, _)| k == key).map(|(_, p)| *p)
+    }
+
+    fn has_open(&self, pid: &[u8; 32]) -> bool {
+        lock(&self.open).values().any(|v| v.iter().any(|(_, p)| p == pid))
+    }
+
+    /// Chooses the providers of each chunk's missing replicas.
+    fn assign(
+        &self,
+        cfg: &AgentConfig,
+        batch: &[(ChunkId, u64, Vec<[u8; 32]>)],
+        mut recorded: Vec<Candidate>,
+        mut newcomers: Vec<Candidate>,
+    ) -> Plan {
+        let mut free: HashMap<NodeKey, u64> =
+            recorded.iter().chain(newcomers.iter()).map(|c| (c.quote.key, c.quote.ask.body.free_bytes)).collect();
+        let mut plan = Plan::default();
+        let mut explored = *lock(&self.explored);
+        let open = lock(&self.open).clone();
+        for (id, len, holders) in batch {
+            let need = (cfg.replication as usize).saturating_sub(holders.len());
+            let mut chosen: Vec<NodeKey> = Vec::new();
+            // Chunks already promised (an earlier pass) go there first.
+            for (key, _) in open.get(id).into_iter().flatten() {
+                let usable = recorded.iter().chain(newcomers.iter()).any(|c| c.quote.key == *key);
+                if chosen.len() < need && usable && !holders.contains(&key.0) && !chosen.contains(key) {
+                    chosen.push(*key);
+                }
+            }
+            asks::rank_for(&mut recorded, &id.0, self.mode);
+            asks::rank_for(&mut newcomers, &id.0, self.mode);
+            while chosen.len() < need {
+                let explore = !newcomers.is_empty()
+                    && (recorded.is_empty() || (explored.0 as f64) < cfg.explore_share * (explored.1 + 1) as f64);
+                let fits = |c: &&Candidate| {
+                    !holders.contains(&c.quote.key.0)
+                        && !chosen.contains(&c.quote.key)
+                        && free.get(&c.quote.key).copied().unwrap_or(0) >= *len
+                };
+                let (first, second) = if explore { (&newcomers, &recorded) } else { (&recorded, &newcomers) };
+                let pick = first.iter().find(fits).or_else(|| second.iter().find(fits));
+                let Some(c) = pick else {
+                    plan.blocked = Some(format!(
+                        "not enough providers: a chunk needs {} more distinct providers with room",
+                        need - chosen.len()
+                    ));
+                    break;
+                };
+                explored.1 += 1;
+                explored.0 += u64::from(c.newcomer);
+                if let Some(f) = free.get_mut(&c.quote.key) {
+                    *f -= *len;
+                }
+                plan.groups.entry(c.quote.key).or_default().push((*id, *len));
+                chosen.push(c.quote.key);
+            }
+            if !chosen.is_empty() {
+                plan.targets.push((*id, chosen));
+            }
+        }
+        *lock(&self.explored) = explored;
+        // Chunks with an open slot need no new bid.
+        for (key, chunks) in plan.groups.iter_mut() {
+            chunks.retain(|(id, _)| open.get(id).is_none_or(|v| !v.iter().any(|(k, _)| k == key)));
+        }
+        plan.groups.retain(|_, c| !c.is_empty());
+        plan
+    }
+
+    /// Bids for every provider's group at once; returns the promise id for
+    /// each (provider, chunk) that got one.
+    async fn bid_all(
+        &self,
+        cfg: &AgentConfig,
+        groups: HashMap<NodeKey, Vec<(ChunkId, u64)>>,
+        quotes: &HashMap<PeerId, Quote>,
+    ) -> HashMap<(NodeKey, ChunkId), [u8; 32]> {
+        let by_key: HashMap<NodeKey, &Quote> = quotes.values().map(|q| (q.key, q)).collect();
+        let mut bids = Vec::new();
+        for (key, chunks) in groups {
+            let Some(q) = by_key.get(&key) else { continue };
+            for part in chunks.chunks(MAX_PROMISE_CHUNKS) {
+                bids.push(((*q).clone(), part.to_vec()));
+            }
+        }
+        let results: Vec<Option<(NodeKey, Vec<ChunkId>, [u8; 32])>> = futures::stream::iter(bids)
+            .map(|(q, part)| async move {
+                let pid = self.bid(cfg, &q, &part).await?;
+                Some((q.key, part.iter().map(|(id, _)| *id).collect(), pid))
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        let mut out = HashMap::new();
+        let mut open = lock(&self.open);
+        for (key, ids, pid) in results.into_iter().flatten() {
+            for id in ids {
+                out.insert((key, id), pid);
+                open.entry(id).or_default().push((key, pid));
+            }
+        }
+        out
+    }
+
+    /// Bids for `chunks` at `q`'s provider, within the budget; takes one
+    /// counter-offer if it fits. Returns the promise id.
+    async fn bid(&self, cfg: &AgentConfig, q: &Quote, chunks: &[(ChunkId, u64)]) -> Option<[u8; 32]> {
+        let bytes: u64 = chunks.iter().map(|(_, l)| *l).sum();
+        let ask = &q.ask.body;
+        let duration = cfg.promise_duration.clamp(ask.min_duration, ask.max_duration.max(ask.min_duration));
+        let mut price = ask.price_per_gib_month;
+        self.log(Event::AskTaken {
+            provider: q.key,
+            ask: q.ask.hash(),
+            price_per_gib_month: ask.price_per_gib_month,
+            price_per_gib_retrieval: ask.price_per_gib_retrieval,
+        });
+        for _attempt in 0..2 {
+            if price > cfg.max_price_per_gib_month {
+                self.back_off(q.peer, BACKOFF, format!("asks {} above the maximum price", credits(price)));
+                return None;
+            }
+            let monthly = storage_cost(bytes, price, MONTH_SECS);
+            let now = unix_now();
+            let committed = super::committed(&lock(&self.held), now);
+            if committed + monthly > cfg.credits_per_month {
+                self.set_blocked(Some(format!(
+                    "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
+                    credits(committed),
+                    credits(cfg.credits_per_month),
+                    credits(monthly),
+                    bytes
+                )));
+                return None;
+            }
+            let terms = Terms {
+                kind: PromiseKind::Storage,
+                client: self.me,
+                provider: q.key,
+                chunks: chunks.iter().map(|(id, _)| id.0).collect(),
+                bytes,
+                price,
+                start: now,
+                expiry: now + duration,
+                audit: AuditTerms { interval: cfg.audit_interval, max_range: AUDIT_RANGE },
+                nonce: rand_nonce(),
+                renews: None,
+            };
+            let pid = terms.id();
+            self.log(Event::Bid {
+                provider: q.key,
+                promise: pid,
+                chunks: chunks.len() as u32,
+                bytes,
+                price_per_gib_month: price,
+                duration_secs: duration,
+            });
+            let bid = self.signer.sign(terms.clone());
+            match self.net.request(q.peer, Request::Bid(bid)).await {
+                Ok(Response::Promise(p)) => return self.take_promise(q, *p, &terms),
+                Ok(Response::Counter(c)) => {
+                    tracing::debug!(peer = %q.peer, price = c.price, "bid countered");
+                    self.log(Event::Countered { provider: q.key, promise: pid, price_per_gib_month: c.price });
+                    price = c.price;
+                }
+                Ok(Response::Refused(r)) => {
+                    tracing::info!(peer = %q.peer, why = ?r.why, cause = %r.message, "bid refused");
+                    self.log(Event::BidRefused { provider: q.key, promise: pid, reason: r.message.clone() });
+                    let wait = if r.why == Refusal::Full { BACKOFF_BROKEN } else { BACKOFF };
+                    self.back_off(q.peer, wait, format!("refused a bid: {}", r.message));
+                    return None;
+                }
+                Ok(other) => {
+                    self.back_off(q.peer, BACKOFF, format!("answered a bid with {other:?}"));
+                    return None;
+                }
+                Err(e) => {
+                    self.back_off(q.peer, BACKOFF, format!("unreachable: {e}"));
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    /// Checks a promise a provider returned for our `terms` and keeps it.
+    fn take_promise(&self, q: &Quote, p: Promise, terms: &Terms) -> Option<[u8; 32]> {
+        if p.terms != *terms {
+            self.refuse_promise(q, "the promise's terms differ from the bid");
+            return None;
+        }
+        if let Err(e) = p.verify() {
+            self.refuse_promise(q, &format!("the promise's signatures do not verify: {e}"));
+            return None;
+        }
+        let pid = p.id();
+        self.log(Event::Promise {
+            id: pid,
+            client: self.me,
+            provider: q.key,
+            chunks: p.terms.chunks.len() as u32,
+            bytes: p.terms.bytes,
+            price_per_gib_month: p.terms.price,
+            start: p.terms.start,
+            expiry: p.terms.expiry,
+            signed: codec::Bytes(p.encode()),
+        });
+        let held = Held::new(p);
+        self.save(&held);
+        lock(&self.held).insert(pid, held);
+        Some(pid)
+    }
+
+    fn refuse_promise(&self, q: &Quote, why: &str) {
+        tracing::warn!(peer = %q.peer, cause = %why, "refused a promise");
+        self.update_reputation(q.key, false);
+        self.back_off(q.peer, BACKOFF_BROKEN, why.to_string());
+    }
+
+    /// Uploads one chunk to each of its targets.
+    async fn place_chunk(
+        &self,
+        id: ChunkId,
+        targets: Vec<(PeerId, NodeKey, [u8; 32])>,
+        total: &Arc<Semaphore>,
+        per: &HashMap<NodeKey, Arc<Semaphore>>,
+        replication: u32,
+    ) -> Vec<(NodeKey, [u8; 32], Upload)> {
+        let body = match self.on_store(move |s| s.chunk_body(&id)).await {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                // Deleted since it was queued, most likely.
+                tracing::debug!(chunk = %id.fmt_short(), cause = %e, "chunk not uploaded");
+                return Vec::new();
+            }
+        };
+        let uploads = targets.into_iter().map(|(peer, key, pid)| {
+            let body = body.clone();
+            async move {
+                let _t = total.acquire().await.ok();
+                let _p = match per.get(&key) {
+                    Some(s) => s.acquire().await.ok(),
+                    None => None,
+                };
+                let outcome = self.upload(id, peer, key, pid, body, replication).await;
+                (key, pid, outcome)
+            }
+        });
+        futures::future::join_all(uploads).await
+    }
+
+    /// Uploads one chunk under a promise and records the receipt.
+    async fn upload(
+        &self,
+        id: ChunkId,
+        peer: PeerId,
+        provider: NodeKey,
+        pid: [u8; 32],
+        body: Arc<Vec<u8>>,
+        replication: u32,
+    ) -> Upload {
+        if lock(&self.backoff).get(&peer).is_some_and(|(until, _)| *until > std::time::Instant::now()) {
+            return Upload::Later;
+        }
+        let len = body.len();
+        let deadline = UPLOAD_BASE + Duration::from_secs((len >> 20) as u64);
+        let mut waits = [100u64, 300, 1000, 3000].into_iter();
+        let answer = loop {
+            let req = Request::Put(PutChunk { promise: pid, id: id.0, body: body.to_vec() });
+            let answer = match tokio::time::timeout(deadline, self.net.request(peer, req)).await {
+                Ok(a) => a,
+                Err(_) => {
+                    let why = format!("missed the upload deadline of {} s", deadline.as_secs());
+                    self.back_off(peer, BACKOFF_BROKEN, why.clone());
+                    return Upload::Broken(why);
+                }
+            };
+            match (&answer, waits.next()) {
+                (Ok(Response::Refused(r)), Some(ms)) if r.why == Refusal::Busy => {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                _ => break answer,
+            }
+        };
+        let fail_later = |why: String| {
+            lock(&self.status).failures += 1;
+            tracing::debug!(%peer, chunk = %id.fmt_short(), cause = %why, "upload to try again");
+            self.back_off(peer, BACKOFF, why);
+            Upload::Later
+        };
+        let receipt = match answer {
+            Ok(Response::Stored(r)) => r,
+            Ok(Response::Refused(r)) if r.why == Refusal::Busy => return fail_later("busy".into()),
+            Ok(Response::Refused(r)) => {
+                lock(&self.status).failures += 1;
+                let why = format!("refused an upload it promised ({:?}): {}", r.why, r.message);
+                self.back_off(peer, BACKOFF_BROKEN, why.clone());
+                return Upload::Broken(why);
+            }
+            Ok(other) => return Upload::Broken(format!("answered an upload with {other:?}")),
+            Err(e) => return fail_later(e.to_string()),
+        };
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        if let Err(e) = receipt.check(&provider, &self.me, &pid, &id.0, len32) {
+            return Upload::Broken(format!("bad receipt: {e}"));
+        }
+        let bytes = codec::encode(STATEMENT_V1, &receipt);
+        let signed = codec::Bytes(bytes.clone());
+        match self.on_store(move |s| s.record_replica(&id, &provider.0, &bytes, replication)).await {
+            Ok(_) => {
+                {
+                    let mut open = lock(&self.open);
+                    if let Some(v) = open.get_mut(&id) {
+                        v.retain(|(k, _)| *k != provider);
+                        if v.is_empty() {
+                            open.remove(&id);
+                        }
+                    }
+                }
+                self.log(Event::Receipt { promise: pid, chunk: id.0, provider, bytes: len as u64, signed });
+                let mut s = lock(&self.status);
+                s.uploads += 1;
+                s.upload_bytes += len as u64;
+                Upload::Stored
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot record a replica");
+                Upload::Later
+            }
+        }
+    }
+
+    /// Records that a provider did not keep a promise.
+    pub(super) fn break_promise(&self, pid: [u8; 32], provider: NodeKey, why: &str) {
+        tracing::warn!(promise = %hex(&pid), provider = ?provider, cause = %why, "broken promise");
+        let evidence = {
+            let mut held = lock(&self.held);
+            let Some(h) = held.get_mut(&pid) else { return };
+            if h.state != super::State::Active {
+                return;
+            }
+            h.state = super::State::Broken;
+            h.broken_at = Some(unix_now());
+            h.reason = why.to_string();
+            let e = h.promise.encode();
+            self.save(h);
+            e
+        };
+        lock(&self.open).retain(|_, v| {
+            v.retain(|(_, p)| *p != pid);
+            !v.is_empty()
+        });
+        self.update_reputation(provider, false);
+        self.log(Event::Broken { promise: pid, provider, reason: why.to_string(), evidence: codec::Bytes(evidence) });
+    }
+}
+
+#[derive(Default)]
+struct Plan {
+    /// Per provider, the chunks to bid for.
+    groups: HashMap<NodeKey, Vec<(ChunkId, u64)>>,
+    /// Per chunk, the providers chosen for it.
+    targets: Vec<(ChunkId, Vec<NodeKey>)>,
+    blocked: Option<String>,
+}
