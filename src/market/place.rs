@@ -1,6 +1,7 @@
 //! One placement pass: asks, choice of providers, bids, uploads.
 
 use super::asks::{self, Candidate, Quote};
+use super::assign::{self, Plan};
 use super::held::Held;
 use super::{Agent, AgentConfig, hex, lock, rand_nonce};
 use crate::chunk::ChunkId;
@@ -225,62 +226,12 @@ impl Agent {
         &self,
         cfg: &AgentConfig,
         batch: &[(ChunkId, u64, Vec<[u8; 32]>)],
-        mut recorded: Vec<Candidate>,
-        mut newcomers: Vec<Candidate>,
+        recorded: Vec<Candidate>,
+        newcomers: Vec<Candidate>,
     ) -> Plan {
-        let mut free: HashMap<NodeKey, u64> =
-            recorded.iter().chain(newcomers.iter()).map(|c| (c.quote.key, c.quote.ask.body.free_bytes)).collect();
-        let mut plan = Plan::default();
-        let mut explored = *lock(&self.explored);
         let open = lock(&self.open).clone();
-        for (id, len, holders) in batch {
-            let need = (cfg.replication as usize).saturating_sub(holders.len());
-            let mut chosen: Vec<NodeKey> = Vec::new();
-            // Chunks already promised (an earlier pass) go there first.
-            for (key, _) in open.get(id).into_iter().flatten() {
-                let usable = recorded.iter().chain(newcomers.iter()).any(|c| c.quote.key == *key);
-                if chosen.len() < need && usable && !holders.contains(&key.0) && !chosen.contains(key) {
-                    chosen.push(*key);
-                }
-            }
-            asks::rank_for(&mut recorded, &id.0, self.mode);
-            asks::rank_for(&mut newcomers, &id.0, self.mode);
-            while chosen.len() < need {
-                let explore = !newcomers.is_empty()
-                    && (recorded.is_empty() || (explored.0 as f64) < cfg.explore_share * (explored.1 + 1) as f64);
-                let fits = |c: &&Candidate| {
-                    !holders.contains(&c.quote.key.0)
-                        && !chosen.contains(&c.quote.key)
-                        && free.get(&c.quote.key).copied().unwrap_or(0) >= *len
-                };
-                let (first, second) = if explore { (&newcomers, &recorded) } else { (&recorded, &newcomers) };
-                let pick = first.iter().find(fits).or_else(|| second.iter().find(fits));
-                let Some(c) = pick else {
-                    plan.blocked = Some(format!(
-                        "not enough providers: a chunk needs {} more distinct providers with room",
-                        need - chosen.len()
-                    ));
-                    break;
-                };
-                explored.1 += 1;
-                explored.0 += u64::from(c.newcomer);
-                if let Some(f) = free.get_mut(&c.quote.key) {
-                    *f -= *len;
-                }
-                plan.groups.entry(c.quote.key).or_default().push((*id, *len));
-                chosen.push(c.quote.key);
-            }
-            if !chosen.is_empty() {
-                plan.targets.push((*id, chosen));
-            }
-        }
-        *lock(&self.explored) = explored;
-        // Chunks with an open slot need no new bid.
-        for (key, chunks) in plan.groups.iter_mut() {
-            chunks.retain(|(id, _)| open.get(id).is_none_or(|v| !v.iter().any(|(k, _)| k == key)));
-        }
-        plan.groups.retain(|_, c| !c.is_empty());
-        plan
+        let mut explored = lock(&self.explored);
+        assign::assign(cfg, self.mode, batch, recorded, newcomers, &open, &mut explored)
     }
 
     /// Bids for every provider's group at once; returns the promise id for
@@ -338,17 +289,25 @@ impl Agent {
             }
             let monthly = storage_cost(bytes, price, MONTH_SECS);
             let now = unix_now();
-            let committed = super::committed(&lock(&self.held), now);
-            if committed + monthly > cfg.credits_per_month {
-                self.set_blocked(Some(format!(
-                    "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
-                    credits(committed),
-                    credits(cfg.credits_per_month),
-                    credits(monthly),
-                    bytes
-                )));
-                return None;
-            }
+            // Bids run side by side: each reserves its monthly cost until
+            // its promise counts among the held ones (or it fails).
+            let _reservation = {
+                let committed = super::committed(&lock(&self.held), now);
+                let mut reserved = lock(&self.reserved);
+                if committed + *reserved + monthly > cfg.credits_per_month {
+                    drop(reserved);
+                    self.set_blocked(Some(format!(
+                        "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
+                        credits(committed),
+                        credits(cfg.credits_per_month),
+                        credits(monthly),
+                        bytes
+                    )));
+                    return None;
+                }
+                *reserved += monthly;
+                Reservation(&self.reserved, monthly)
+            };
             let terms = Terms {
                 kind: PromiseKind::Storage,
                 client: self.me,
@@ -549,18 +508,20 @@ impl Agent {
     /// Records that a provider did not keep a promise.
     pub(super) fn break_promise(&self, pid: [u8; 32], provider: NodeKey, why: &str) {
         tracing::warn!(promise = %hex(&pid), provider = ?provider, cause = %why, "broken promise");
-        let evidence = {
+        let (evidence, withheld) = {
             let mut held = lock(&self.held);
             let Some(h) = held.get_mut(&pid) else { return };
             if h.state != super::State::Active {
                 return;
             }
+            let now = unix_now();
             h.state = super::State::Broken;
-            h.broken_at = Some(unix_now());
+            h.broken_at = Some(now);
             h.reason = why.to_string();
+            let withheld = h.promise.terms.total_cost().saturating_sub(h.promise.terms.accrued(now));
             let e = h.promise.encode();
             self.save(h);
-            e
+            (e, withheld)
         };
         lock(&self.open).retain(|_, v| {
             v.retain(|(_, p)| *p != pid);
@@ -568,14 +529,23 @@ impl Agent {
         });
         self.update_reputation(provider, false);
         self.log(Event::Broken { promise: pid, provider, reason: why.to_string(), evidence: codec::Bytes(evidence) });
+        // Nothing is paid for the rest of a broken promise's term.
+        self.log(Event::PaymentWithheld {
+            provider,
+            promise: pid,
+            amount: withheld,
+            reason: format!("promise broken: {why}"),
+        });
     }
 }
 
-#[derive(Default)]
-struct Plan {
-    /// Per provider, the chunks to bid for.
-    groups: HashMap<NodeKey, Vec<(ChunkId, u64)>>,
-    /// Per chunk, the providers chosen for it.
-    targets: Vec<(ChunkId, Vec<NodeKey>)>,
-    blocked: Option<String>,
+
+/// Budget held by a bid in flight; released when the bid is done.
+struct Reservation<'a>(&'a std::sync::Mutex<u64>, u64);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut r = lock(self.0);
+        *r = r.saturating_sub(self.1);
+    }
 }
