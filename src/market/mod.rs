@@ -375,3 +375,6 @@ fn rand_nonce() -> u64 {
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     u64::from_le_bytes(b)
 }
+
+#[cfg(test)]
+mod tests;

@@ -133,6 +133,10 @@ impl Provider {
         }
     }
 
+    pub fn node_key(&self) -> NodeKey {
+        self.me
+    }
+
     pub fn stats(&self) -> ProviderStats {
         let book = self.book();
         ProviderStats {
