@@ -7,9 +7,10 @@
 //! cli      -> node, config
 //! node     -> every layer (the wiring)
 //! fs       -> store, chunk
-//! market   -> net, store, chunk, promise
-//! provider -> net, store, promise
+//! market   -> net, store, chunk, promise, ledger
+//! provider -> net, store, promise, ledger
 //! net      -> promise, codec
+//! ledger   -> promise, codec
 //! store    -> chunk, codec
 //! promise  -> codec
 //! chunk, codec, config -> nothing of ours
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod fs;
+pub mod ledger;
 pub mod market;
 pub mod net;
 pub mod node;
