@@ -7,9 +7,10 @@
 //! cli      -> node, config
 //! node     -> every layer (the wiring)
 //! fs       -> store, chunk
-//! market   -> net, store, chunk, promise
-//! provider -> net, store, promise
+//! market   -> net, store, chunk, promise, ledger
+//! provider -> net, store, promise, ledger
 //! net      -> promise, codec
+//! ledger   -> promise, codec
 //! store    -> chunk, codec
 //! promise  -> codec
 //! chunk, codec, config -> nothing of ours

@@ -3,8 +3,10 @@
 //! Output for people is `Key: value` lines (stable; scripts and tests parse
 //! them) or a table; `--json` gives the same facts for scripts. Errors go to
 //! stderr with their context chain. Exit codes: 0 success, 1 "ran fine,
-//! the answer is no" (fsck found problems), 2 error.
+//! the answer is no" (fsck found problems, `log verify` a broken ledger),
+//! 2 error.
 
+mod ledger;
 mod network;
 mod output;
 
@@ -77,6 +79,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The node's signed, hash-chained transaction log.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Test builds only: make things happen that tests need.
+    #[cfg(feature = "fault-injection")]
+    #[command(subcommand, hide = true)]
+    Debug(DebugCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommand {
+    /// Check every entry's chain link and signature; exit 0 intact, 1 broken (names the first bad entry).
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the entries: seq, time (UTC), kind, summary.
+    Show {
+        /// Only entries from WHEN on: a unix time, or a duration ago ("1h", "7d").
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(feature = "fault-injection")]
+#[derive(Subcommand, Debug)]
+enum DebugCommand {
+    /// Append COUNT made-up entries to the ledger.
+    LedgerAppend { count: u64 },
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,6 +205,10 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Peers { json } => network::peers(&home, json),
         Command::Node(NodeCommand::Info { json }) => network::node_info(&home, json),
         Command::Scrub { json } => network::scrub(&home, json),
+        Command::Log(LogCommand::Verify { json }) => ledger::verify(&home, json),
+        Command::Log(LogCommand::Show { since, json }) => ledger::show(&home, since.as_deref(), json),
+        #[cfg(feature = "fault-injection")]
+        Command::Debug(DebugCommand::LedgerAppend { count }) => ledger::debug_append(&home, count),
         Command::Config(ConfigCommand::Show { json }) => {
             let cfg = node::load_config(&home)?;
             if json {

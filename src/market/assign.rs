@@ -53,8 +53,8 @@ pub fn assign(
             // With no provider on record there is no choice to make:
             // newcomers it is, and it does not count against the share.
             let choice = !recorded.is_empty() && !newcomers.is_empty();
-            let explore = recorded.is_empty()
-                || (choice && (explored.0 as f64) < cfg.explore_share * (explored.1 + 1) as f64);
+            let explore =
+                recorded.is_empty() || (choice && (explored.0 as f64) < cfg.explore_share * (explored.1 + 1) as f64);
             let fits = |c: &&Candidate| {
                 !holders.contains(&c.quote.key.0)
                     && !chosen.contains(&c.quote.key)

@@ -96,7 +96,10 @@ pub struct Agent {
     signer: Signer,
     me: NodeKey,
     mode: Mode,
-    ledger: Option<Arc<Ledger>>,
+    /// Ledger entries go to a writer thread (an append is a synced disk
+    /// write: never on the runtime's threads), which batches them.
+    ledger: Mutex<Option<std::sync::mpsc::Sender<Event>>>,
+    ledger_writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     cfg: RwLock<AgentConfig>,
     held: Mutex<HashMap<[u8; 32], Held>>,
     reputation: Mutex<HashMap<NodeKey, Record>>,
@@ -114,6 +117,8 @@ pub struct Agent {
     last_payment: Mutex<Option<Instant>>,
     /// Monthly cost of bids in flight, not yet promises.
     reserved: Mutex<u64>,
+    /// Why a bid of this pass was not made (budget, price).
+    bid_blocked: Mutex<Option<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,13 +136,25 @@ impl Agent {
     ) -> Result<Agent, StoreError> {
         let held = held::load_held(&store)?.into_iter().map(|h| (h.id(), h)).collect();
         let reputation = held::load_reputation(&store)?.into_iter().collect();
+        let (tx, writer) = match ledger {
+            Some(l) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let writer = std::thread::Builder::new()
+                    .name("pactfs-ledger".into())
+                    .spawn(move || write_ledger(&l, &rx))
+                    .map_err(|e| StoreError::io(std::path::Path::new("ledger writer thread"), e))?;
+                (Some(tx), Some(writer))
+            }
+            None => (None, None),
+        };
         Ok(Agent {
             me: signer.node_key(),
             store,
             net,
             signer,
             mode,
-            ledger,
+            ledger: Mutex::new(tx),
+            ledger_writer: Mutex::new(writer),
             cfg: RwLock::new(cfg),
             held: Mutex::new(held),
             reputation: Mutex::new(reputation),
@@ -149,6 +166,7 @@ impl Agent {
             explored: Mutex::default(),
             last_payment: Mutex::default(),
             reserved: Mutex::default(),
+            bid_blocked: Mutex::default(),
         })
     }
 
@@ -171,10 +189,21 @@ impl Agent {
     }
 
     fn log(&self, event: Event) {
-        if let Some(l) = &self.ledger
-            && let Err(e) = l.append(event)
+        if let Some(tx) = lock(&self.ledger).as_ref()
+            && tx.send(event).is_err()
         {
-            tracing::error!(cause = %e, "cannot append to the ledger");
+            tracing::error!("the ledger writer has stopped: an entry is lost");
+        }
+    }
+
+    /// Writes every ledger entry still queued and stops the writer (at
+    /// shutdown, after the agent has stopped).
+    pub fn flush_ledger(&self) {
+        lock(&self.ledger).take();
+        if let Some(w) = lock(&self.ledger_writer).take()
+            && w.join().is_err()
+        {
+            tracing::error!("the ledger writer panicked");
         }
     }
 
@@ -355,6 +384,26 @@ impl Agent {
     ) -> Result<T, String> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || work(&store)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
+    }
+}
+
+/// Most entries written in one batch (one synced write).
+const LEDGER_BATCH: usize = 512;
+
+/// The writer thread: appends entries in batches until every sender is gone.
+fn write_ledger(ledger: &Ledger, rx: &std::sync::mpsc::Receiver<Event>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < LEDGER_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        if let Err(e) = ledger.append_many(batch) {
+            tracing::error!(cause = %e, entries = n, "cannot append to the ledger: entries lost");
+        }
     }
 }
 

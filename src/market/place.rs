@@ -154,6 +154,7 @@ impl Agent {
             return Ok(0);
         }
         let plan = self.assign(&cfg, &batch, recorded, newcomers);
+        lock(&self.bid_blocked).take();
         let promised = self.bid_all(&cfg, plan.groups, &quotes).await;
         // Chunk-major uploads: each body is read once for all its targets.
         let mut jobs: Vec<(ChunkId, Vec<(PeerId, NodeKey, [u8; 32])>)> = Vec::new();
@@ -207,9 +208,9 @@ impl Agent {
                 self.update_reputation(*key, true);
             }
         }
-        if placed > 0 || plan.blocked.is_none() {
-            self.set_blocked(plan.blocked);
-        }
+        // What kept chunks waiting this pass, if anything did.
+        let bid_blocked = lock(&self.bid_blocked).take();
+        self.set_blocked(plan.blocked.or(bid_blocked));
         Ok(placed)
     }
 
@@ -284,7 +285,9 @@ impl Agent {
         });
         for _attempt in 0..2 {
             if price > cfg.max_price_per_gib_month {
-                self.back_off(q.peer, BACKOFF, format!("asks {} above the maximum price", credits(price)));
+                let why = format!("asks {} above the maximum price", credits(price));
+                *lock(&self.bid_blocked) = Some(format!("market too dear: a provider {why}"));
+                self.back_off(q.peer, BACKOFF, why);
                 return None;
             }
             let monthly = storage_cost(bytes, price, MONTH_SECS);
@@ -296,13 +299,13 @@ impl Agent {
                 let mut reserved = lock(&self.reserved);
                 if committed + *reserved + monthly > cfg.credits_per_month {
                     drop(reserved);
-                    self.set_blocked(Some(format!(
+                    *lock(&self.bid_blocked) = Some(format!(
                         "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
                         credits(committed),
                         credits(cfg.credits_per_month),
                         credits(monthly),
                         bytes
-                    )));
+                    ));
                     return None;
                 }
                 *reserved += monthly;
@@ -538,7 +541,6 @@ impl Agent {
         });
     }
 }
-
 
 /// Budget held by a bid in flight; released when the bid is done.
 struct Reservation<'a>(&'a std::sync::Mutex<u64>, u64);

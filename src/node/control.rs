@@ -29,6 +29,37 @@ pub enum Request {
     Scrub,
     /// Flush, unmount and exit.
     Shutdown,
+    /// One page of `pactfs log verify`: check the entries from `from` on,
+    /// the first chained to `prev` (hex; zeros when absent). With
+    /// `counting`, a bad entry was found already: only count the rest.
+    LogVerify {
+        #[serde(default)]
+        from: u64,
+        #[serde(default)]
+        prev: Option<String>,
+        #[serde(default)]
+        counting: bool,
+    },
+    /// One page of `pactfs log show`: at most `limit` entries from `from`
+    /// (or from the first at or after the unix time `since`), none before
+    /// `since`.
+    LogShow {
+        #[serde(default)]
+        since: Option<u64>,
+        #[serde(default)]
+        from: Option<u64>,
+        #[serde(default = "default_show_limit")]
+        limit: usize,
+    },
+    /// Test builds only: append `count` made-up entries to the ledger.
+    #[cfg(feature = "fault-injection")]
+    LedgerAppend {
+        count: u64,
+    },
+}
+
+fn default_show_limit() -> usize {
+    256
 }
 
 /// The node's answer: `ok` with a value, or an error message.

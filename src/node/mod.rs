@@ -9,6 +9,7 @@
 pub mod control;
 pub mod daemon;
 pub mod home;
+pub mod ledger;
 mod lock;
 mod mountinfo;
 mod network;
@@ -63,6 +64,8 @@ pub enum NodeError {
     Control(String),
     #[error("network: {0}")]
     Network(String),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
 }
 
 impl NodeError {
@@ -198,9 +201,6 @@ pub fn mount(
     let control_net = network.clone();
     std::thread::spawn(move || {
         control::serve(listener, move |req| match req {
-            control::Request::NodeInfo | control::Request::Peers | control::Request::Scrub => {
-                control_net.control(&req).unwrap_or_else(|| control::Reply::err("unsupported"))
-            }
             control::Request::Ping => control::Reply::ok(serde_json::json!({
                 "pid": std::process::id(),
                 "mountpoint": mount_path,
@@ -213,6 +213,8 @@ pub fn mount(
                 let _ = control_tx.send(Event::Stop("umount"));
                 control::Reply::ok(serde_json::Value::Null)
             }
+            // The network's requests, and the ledger's (which the network owns).
+            other => control_net.control(&other).unwrap_or_else(|| control::Reply::err("unsupported")),
         });
     });
     let (stop_maint, maint_rx) = mpsc::channel::<()>();

@@ -1,7 +1,9 @@
 //! The node's network side: the tokio runtime, the libp2p swarm, the
-//! provider (when `[provider] enabled`) and the placement agent (when a
-//! drive is mounted), assembled from the config.
+//! provider (when `[provider] enabled`), the placement agent (when a
+//! drive is mounted) and the node's ledger (in the drive's store, else in
+//! the provider's), assembled from the config.
 
+use super::ledger::{NodeLedger, SEAL_EVERY};
 use super::{Home, NodeError, control};
 use crate::config::{Config, NetworkMode};
 use crate::ledger::Ledger;
@@ -27,6 +29,10 @@ pub struct Network {
     pub provider: Option<Arc<Provider>>,
     agent: Option<Arc<Agent>>,
     drive_store: Option<Arc<Store>>,
+    /// `None` when it could not be opened (logged at start): the node
+    /// serves on, and `log verify` says why.
+    ledger: Option<Arc<NodeLedger>>,
+    /// Stops the agent and the sealing task.
     stop_agent: watch::Sender<bool>,
     mode: Mode,
 }
@@ -56,20 +62,38 @@ impl Network {
         if let Some((i, a)) = bootstrap.iter().enumerate().find(|(_, a)| net::peer_of_addr(a).is_none()) {
             return Err(NodeError::Network(format!("network.bootstrap[{i}] = \"{a}\": needs a /p2p/<peer id> suffix")));
         }
-        let provider = if cfg.provider.enabled {
+        let provider_store = if cfg.provider.enabled {
             let dir = cfg.provider.data_dir.clone().unwrap_or_else(|| home.data_dir.join("provider"));
-            let store = Arc::new(super::open_store_at(&dir)?);
-            let terms = ProviderTerms {
-                capacity: cfg.provider.capacity.bytes(),
-                price_per_gib_month: to_milli(cfg.provider.price_per_gib_month),
-                price_per_gib_retrieval: to_milli(cfg.provider.price_per_gib_retrieval),
-                min_duration: cfg.provider.min_duration.as_secs(),
-                max_duration: cfg.provider.max_duration.as_secs(),
-            };
-            let ledger = Some(Arc::new(Ledger));
-            Some(Arc::new(Provider::new(store, Signer::from_seed(&seed), terms, faults(), ledger)?))
+            Some(Arc::new(super::open_store_at(&dir)?))
         } else {
             None
+        };
+        let ledger = drive_store.clone().or(provider_store.clone()).and_then(|store| {
+            let secret = home
+                .user_secret()
+                .map_err(|e| tracing::warn!(cause = %e, "no user secret: the ledger will not be sealed"))
+                .ok();
+            match NodeLedger::open(store, Signer::from_seed(&seed), secret) {
+                Ok(l) => Some(Arc::new(l)),
+                Err(e) => {
+                    tracing::error!(cause = %e, "the ledger cannot be opened: running without one");
+                    None
+                }
+            }
+        });
+        let log = ledger.as_ref().map(|l| l.ledger.clone());
+        let provider = match provider_store {
+            Some(store) => {
+                let terms = ProviderTerms {
+                    capacity: cfg.provider.capacity.bytes(),
+                    price_per_gib_month: to_milli(cfg.provider.price_per_gib_month),
+                    price_per_gib_retrieval: to_milli(cfg.provider.price_per_gib_retrieval),
+                    min_duration: cfg.provider.min_duration.as_secs(),
+                    max_duration: cfg.provider.max_duration.as_secs(),
+                };
+                Some(Arc::new(Provider::new(store, Signer::from_seed(&seed), terms, faults(), log.clone())?))
+            }
+            None => None,
         };
         let role = Role::new(drive_store.is_some(), provider.is_some());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -88,13 +112,15 @@ impl Network {
             net.provide(held);
         }
         let (stop_agent, stop_rx) = watch::channel(false);
+        if let Some(l) = &ledger {
+            runtime.spawn(seal_periodically(l.clone(), stop_rx.clone()));
+        }
         if let Some(p) = provider.clone() {
             runtime.spawn(sweep(p, stop_rx.clone()));
         }
         let agent = match drive_store.clone() {
             Some(store) => {
-                let ledger = Some(Arc::new(Ledger));
-                let agent = Agent::new(store, net.clone(), Signer::from_seed(&seed), mode, agent_config(cfg), ledger)?;
+                let agent = Agent::new(store, net.clone(), Signer::from_seed(&seed), mode, agent_config(cfg), log)?;
                 let agent = Arc::new(agent);
                 runtime.spawn(agent.clone().run(stop_rx.clone()));
                 runtime.spawn(reload(home.config_file(), agent.clone(), stop_rx));
@@ -102,7 +128,23 @@ impl Network {
             }
             None => None,
         };
-        Ok(Network { runtime, stopped: Default::default(), net, provider, agent, drive_store, stop_agent, mode })
+        Ok(Network {
+            runtime,
+            stopped: Default::default(),
+            net,
+            provider,
+            agent,
+            drive_store,
+            ledger,
+            stop_agent,
+            mode,
+        })
+    }
+
+    /// The node's ledger, for the market to append to; `None` if it could
+    /// not be opened.
+    pub fn ledger(&self) -> Option<Arc<Ledger>> {
+        self.ledger.as_ref().map(|l| l.ledger.clone())
     }
 
     /// Runs a future on the node's runtime from a plain thread.
@@ -148,12 +190,28 @@ impl Network {
             control::Request::Scrub => {
                 reply(self.scrub().and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())))
             }
+            control::Request::LogVerify { .. } | control::Request::LogShow { .. } => self.answer_ledger(req),
+            #[cfg(feature = "fault-injection")]
+            control::Request::LedgerAppend { .. } => self.answer_ledger(req),
             _ => return None,
         })
     }
 
-    /// Stops placement and the swarm, and flushes the provider's store.
-    /// The runtime itself goes with the process.
+    fn answer_ledger(&self, req: &control::Request) -> control::Reply {
+        let answer = match &self.ledger {
+            Some(l) => l.answer(req),
+            None => Some(Err("this node has no ledger: it could not be opened (see the node's log)".into())),
+        };
+        match answer {
+            Some(Ok(v)) => control::Reply::ok(v),
+            Some(Err(e)) => control::Reply::err(e),
+            None => control::Reply::err("unsupported"),
+        }
+    }
+
+    /// Stops placement and the swarm, seals and flushes the ledger, and
+    /// flushes the provider's store. The runtime itself goes with the
+    /// process.
     pub fn stop(&self) {
         if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
@@ -162,10 +220,40 @@ impl Network {
         self.net.shutdown();
         // Give in-flight uploads and answers a moment to finish cleanly.
         self.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+        if let Some(a) = &self.agent {
+            a.flush_ledger();
+        }
+        if let Some(l) = &self.ledger {
+            l.close();
+        }
         if let Some(p) = &self.provider
             && let Err(e) = p.sync()
         {
             tracing::error!(cause = %e, "provider store flush failed");
+        }
+    }
+}
+
+/// Seals new ledger entries every [`SEAL_EVERY`] until `stop` turns true
+/// (the last seal is `Network::stop`'s).
+async fn seal_periodically(ledger: Arc<NodeLedger>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SEAL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the node has only just started.
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let l = ledger.clone();
+        match tokio::task::spawn_blocking(move || l.seal()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(cause = %e, "sealing the ledger failed; retrying at the next tick"),
+            Err(e) => tracing::warn!(cause = %e, "the sealing task failed"),
         }
     }
 }

@@ -108,6 +108,18 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         }
     }
 
+    // Kept blobs hold one reference each, as a manifest entry does.
+    for item in store.db.iterator_cf(store.cf("blobs"), IteratorMode::Start) {
+        let (k, _) = item?;
+        match records::decode_chunk_id(&k) {
+            Some(id) => *expected_refs.entry(id).or_default() += 1,
+            None => {
+                note(&mut report, format!("blob key {} is malformed", crate::chunk::hex(&k)));
+                batch.delete_cf(store.cf("blobs"), &k);
+            }
+        }
+    }
+
     // Chunk records: reference counts, and every body against its id.
     let mut seen: HashSet<ChunkId> = HashSet::new();
     // Reading every body is the long part: report it against the index's
@@ -132,7 +144,7 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         };
         let want = expected_refs.get(&id).copied().unwrap_or(0);
         if want == 0 {
-            note(&mut report, format!("chunk {id} is referenced by no file"));
+            note(&mut report, format!("chunk {id} is referenced by no file or kept blob"));
             batch.delete_cf(store.cf("chunks"), id.0);
             batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
             batch.delete_cf(store.cf("pending"), id.0);
@@ -157,9 +169,10 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
     }
     for id in expected_refs.keys() {
         if !seen.contains(id) {
-            report
-                .findings
-                .push(Finding { what: format!("chunk {id} is named by a file but missing"), repaired: false });
+            report.findings.push(Finding {
+                what: format!("chunk {id} is named by a file or kept blob but missing"),
+                repaired: false,
+            });
         }
     }
 

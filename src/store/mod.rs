@@ -17,6 +17,15 @@
 //! | `replicas`  | chunk id, holder key   | the holder's signed receipt |
 //! | `promises`  | promise id             | the market's promise record |
 //! | `market`    | prefixed key           | nonces seen, cheques, spend |
+//! | `ledger`    | seq                    | one stored ledger entry, as the ledger encoded it |
+//! | `blobs`     | chunk id               | [`BlobRecord`]: a kept blob (a sealed ledger range) |
+//!
+//! The `ledger` column family is uncompressed and its bytes are opaque
+//! here (`ledger.rs`): the ledger layer signs, chains and checks them, and
+//! reads them with RocksDB's block checksums off, so that a changed byte
+//! reaches that check, which names the entry. `blobs` holds one reference
+//! on each kept chunk, in place of a manifest entry: such a chunk is never
+//! released, and it is queued for placement like file data (`blobs.rs`).
 //!
 //! Every change to the namespace or to a file's chunks is one [`Txn`]: one
 //! RocksDB write batch, so a crash never leaves half an operation. Chunk
@@ -26,6 +35,8 @@
 //!
 //! Invariant: this module knows nothing of FUSE or the network.
 
+mod blobs;
+mod ledger;
 mod market;
 mod packs;
 mod placement;
@@ -33,19 +44,21 @@ pub mod records;
 mod txn;
 
 pub use packs::Packs;
-pub use records::{ChunkRecord, Dirent, Inode, Kind, PackRecord, Placement, Stamp};
+pub use records::{BlobRecord, ChunkRecord, Dirent, Inode, Kind, PackRecord, Placement, Stamp};
 pub use txn::Txn;
 
 use crate::chunk::{ChunkId, ManifestEntry};
 use crate::codec::CodecError;
-use rocksdb::{ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 pub const ROOT_INO: u64 = 1;
 
-const CFS: [&str; 13] = [
+const CFS: [&str; 15] = [
     "meta",
     "inodes",
     "dirents",
@@ -59,6 +72,8 @@ const CFS: [&str; 13] = [
     "replicas",
     "promises",
     "market",
+    "ledger",
+    "blobs",
 ];
 /// Sealed bodies up to this size live in the `bodies` column family rather
 /// than a pack: an fsync of a small file then costs one WAL sync, not two.
@@ -68,8 +83,10 @@ pub const INLINE_PACK: u32 = 0;
 const META_NEXT_INO: &[u8] = b"next_ino";
 const META_FORMAT: &[u8] = b"format";
 /// On-disk layout of the store as a whole; bumped when the set of column
-/// families or a key layout changes.
-const FORMAT_VERSION: u64 = 1;
+/// families or a key layout changes. 2 added `ledger` and `blobs` (created
+/// on open of a format 1 store, which is then marked 2: an older build
+/// would fail on the unknown column families anyway, now it says why).
+const FORMAT_VERSION: u64 = 2;
 
 /// What can go wrong in the store. Callers act on the kind: `Io` and `Db`
 /// are environmental (disk full, permissions), `Corrupt` means the index or
@@ -88,6 +105,11 @@ pub enum StoreError {
     /// The store was written by a newer pactfs.
     #[error("store format {found} is newer than this build's {expected}")]
     Format { found: u64, expected: u64 },
+    /// RocksDB reports corruption in the ledger's column family: the
+    /// entries from `from` up to `resume` (exclusive; `None`: from `from`
+    /// on) cannot be read.
+    #[error("ledger entries from {from} {} cannot be read: {detail}", match resume { Some(r) => format!("to {r}"), None => "on".to_string() })]
+    LedgerUnreadable { from: u64, resume: Option<u64>, detail: String },
 }
 
 impl StoreError {
@@ -133,7 +155,7 @@ impl Store {
         opts.set_max_total_wal_size(256 << 20);
         opts.set_keep_log_file_num(4);
         opts.increase_parallelism(2);
-        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, Options::default()));
+        let cfs = CFS.iter().map(|n| ColumnFamilyDescriptor::new(*n, cf_options(n)));
         let db = DB::open_cf_descriptors(&opts, &db_path, cfs)?;
         if let Some(missing) = CFS.iter().find(|n| db.cf_handle(n).is_none()) {
             return Err(StoreError::Corrupt {
@@ -170,6 +192,13 @@ impl Store {
                 let found = records::parse_u64(&v).unwrap_or(u64::MAX);
                 if found > FORMAT_VERSION {
                     return Err(StoreError::Format { found, expected: FORMAT_VERSION });
+                }
+                if found < FORMAT_VERSION {
+                    // Opening created the column families it lacked.
+                    tracing::info!(from = found, to = FORMAT_VERSION, "store format upgraded");
+                    let mut wo = WriteOptions::default();
+                    wo.set_sync(true);
+                    self.db.put_cf_opt(meta, META_FORMAT, FORMAT_VERSION.to_be_bytes(), &wo)?;
                 }
             }
             None => {
@@ -363,6 +392,16 @@ impl Store {
 }
 
 pub(crate) type WriterGuard<'a> = MutexGuard<'a, ()>;
+
+/// Options of one column family. The ledger's is uncompressed, so the
+/// bytes on disk are the entries' own bytes.
+fn cf_options(name: &str) -> Options {
+    let mut opts = Options::default();
+    if name == "ledger" {
+        opts.set_compression_type(DBCompressionType::None);
+    }
+    opts
+}
 
 mod fsck;
 mod scan;

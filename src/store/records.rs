@@ -4,7 +4,7 @@
 //! through `codec` with a version byte; a new layout adds a new version and a
 //! migration rather than changing the meaning of an old one.
 
-use crate::chunk::{ChunkId, ManifestEntry};
+use crate::chunk::{ChunkId, ChunkKey, ManifestEntry};
 use crate::codec::{self, CodecError};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -136,6 +136,20 @@ pub struct PackRecord {
     pub live: u64,
 }
 
+/// A chunk kept for its own sake rather than as part of a file (a sealed
+/// ledger range). The record is the chunk's one reference: while it
+/// exists the chunk is never released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    /// What the blob is, for people and `fsck` ("ledger 0..=199").
+    #[serde(with = "codec::string")]
+    pub what: String,
+    /// The convergent key it was sealed with, as a file chunk's.
+    pub key: ChunkKey,
+    /// Its plaintext length.
+    pub len: u32,
+}
+
 pub fn ino_key(ino: u64) -> [u8; 8] {
     ino.to_be_bytes()
 }
@@ -207,6 +221,10 @@ pub fn decode_chunk(bytes: &[u8]) -> Result<ChunkRecord, CodecError> {
 }
 
 pub fn decode_pack(bytes: &[u8]) -> Result<PackRecord, CodecError> {
+    codec::decode(RECORD_V1, bytes, SMALL_LIMIT)
+}
+
+pub fn decode_blob(bytes: &[u8]) -> Result<BlobRecord, CodecError> {
     codec::decode(RECORD_V1, bytes, SMALL_LIMIT)
 }
 

@@ -1,7 +1,7 @@
 //! One atomic change to the store: a RocksDB write batch plus the chunk
 //! reference-count and pack-space bookkeeping that goes with it.
 
-use super::records::{self, ChunkRecord, Dirent, Inode, PackRecord, Placement};
+use super::records::{self, BlobRecord, ChunkRecord, Dirent, Inode, PackRecord, Placement};
 use super::{INLINE_MAX, INLINE_PACK, META_NEXT_INO, Store, StoreError, WriterGuard};
 use crate::chunk::{ChunkId, ManifestEntry};
 use rocksdb::WriteBatch;
@@ -120,6 +120,20 @@ impl<'a> Txn<'a> {
             self.appended.insert(*id, rec);
         }
         *self.chunk_deltas.entry(*id).or_default() += 1;
+        Ok(())
+    }
+
+    /// Keeps a sealed blob as a chunk whose one reference is its `blobs`
+    /// record (see [`Store::keep_blob`]).
+    pub fn keep_blob(
+        &mut self,
+        id: &ChunkId,
+        sealed: &[u8],
+        at: Option<(u32, u64)>,
+        record: &BlobRecord,
+    ) -> Result<(), StoreError> {
+        self.add_chunk_at(id, sealed, at)?;
+        self.batch.put_cf(self.store.cf("blobs"), id.0, records::encode(record));
         Ok(())
     }
 
