@@ -11,7 +11,7 @@
 //! the end, never reorder or remove one (old entries must keep decoding).
 
 use crate::codec::{self, Bytes, CodecError};
-use crate::promise::{NodeKey, Signed};
+use crate::promise::{NodeKey, Signed, Statement};
 use serde::{Deserialize, Serialize};
 
 /// Version byte of a stored entry.
@@ -32,6 +32,10 @@ pub struct Entry {
     /// The node whose log this is (and whose key signs it).
     pub node: NodeKey,
     pub event: Event,
+}
+
+impl Statement for Entry {
+    const DOMAIN: &'static str = "pactfs/ledger-entry/1";
 }
 
 /// What happened. Amounts are milli-credits; `signed` and `evidence` hold

@@ -5,7 +5,7 @@
 //! bytes never depend on float formatting. A promise's id is the BLAKE3 of
 //! its terms' canonical encoding: the same bytes both sides sign.
 
-use super::{NodeKey, PromiseError, STATEMENT_V1, Sig, Signed, Signer};
+use super::{NodeKey, PromiseError, STATEMENT_V1, Sig, Signed, Signer, Statement, signing_bytes};
 use crate::codec;
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +56,19 @@ pub struct Ask {
     pub addrs: Vec<codec::Bytes>,
     pub issued: u64,
     pub expires: u64,
+}
+
+impl Statement for Ask {
+    const DOMAIN: &'static str = "pactfs/ask/1";
+}
+impl Statement for Terms {
+    const DOMAIN: &'static str = "pactfs/terms/1";
+}
+impl Statement for Cheque {
+    const DOMAIN: &'static str = "pactfs/cheque/1";
+}
+impl Statement for ChequeAck {
+    const DOMAIN: &'static str = "pactfs/cheque-ack/1";
 }
 
 impl Signed<Ask> {
@@ -153,7 +166,7 @@ pub struct Promise {
 impl Promise {
     /// The provider's acceptance of `bid`.
     pub fn accept(bid: &Bid, provider: &Signer) -> Promise {
-        let provider_sig = provider.sign_bytes(&bid.body.canonical());
+        let provider_sig = provider.sign_bytes(&signing_bytes(&bid.body));
         Promise { terms: bid.body.clone(), client_sig: bid.sig.clone(), provider_sig }
     }
     pub fn id(&self) -> [u8; 32] {
@@ -161,7 +174,7 @@ impl Promise {
     }
     /// Both signatures verify over the canonical terms.
     pub fn verify(&self) -> Result<(), PromiseError> {
-        let bytes = self.terms.canonical();
+        let bytes = signing_bytes(&self.terms);
         self.terms.client.verify(&bytes, &self.client_sig)?;
         self.terms.provider.verify(&bytes, &self.provider_sig)
     }

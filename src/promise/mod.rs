@@ -112,12 +112,11 @@ impl Signer {
     pub fn node_key(&self) -> NodeKey {
         NodeKey(self.key.verifying_key().to_bytes())
     }
-    /// Signs `body`'s canonical encoding.
-    pub fn sign<T: Serialize>(&self, body: T) -> Signed<T> {
-        let bytes = codec::encode(STATEMENT_V1, &body);
-        Signed { sig: self.sign_bytes(&bytes), body }
+    /// Signs `body`'s canonical encoding under its type's domain.
+    pub fn sign<T: Statement>(&self, body: T) -> Signed<T> {
+        Signed { sig: self.sign_bytes(&signing_bytes(&body)), body }
     }
-    /// Signs bytes that already are a canonical encoding.
+    /// Signs bytes that already are a statement's [`signing_bytes`].
     pub fn sign_bytes(&self, bytes: &[u8]) -> Sig {
         Sig(self.key.sign(bytes).to_bytes())
     }
@@ -131,6 +130,23 @@ impl NodeKey {
     }
 }
 
+/// A kind of signed statement. Its domain is signed with it, so that a
+/// signature over one kind of statement can never pass for another whose
+/// encoding happens to match.
+pub trait Statement: Serialize {
+    /// Unique among statements; versioned with the statement.
+    const DOMAIN: &'static str;
+}
+
+/// What is signed: the domain, a zero byte, the canonical encoding.
+pub fn signing_bytes<T: Statement>(body: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(T::DOMAIN.len() + 1 + 64);
+    out.extend_from_slice(T::DOMAIN.as_bytes());
+    out.push(0);
+    out.extend_from_slice(&codec::encode(STATEMENT_V1, body));
+    out
+}
+
 /// A statement and its signer's signature over its canonical bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signed<T> {
@@ -138,10 +154,10 @@ pub struct Signed<T> {
     pub sig: Sig,
 }
 
-impl<T: Serialize> Signed<T> {
+impl<T: Statement> Signed<T> {
     /// Verifies the signature against `signer`.
     pub fn verify_by(&self, signer: &NodeKey) -> Result<(), PromiseError> {
-        signer.verify(&codec::encode(STATEMENT_V1, &self.body), &self.sig)
+        signer.verify(&signing_bytes(&self.body), &self.sig)
     }
 }
 
@@ -160,6 +176,10 @@ pub struct Receipt {
     pub client: NodeKey,
     pub provider: NodeKey,
     pub at: u64,
+}
+
+impl Statement for Receipt {
+    const DOMAIN: &'static str = "pactfs/receipt/1";
 }
 
 impl Signed<Receipt> {
@@ -187,6 +207,26 @@ impl Signed<Receipt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signature_does_not_cross_statement_kinds() {
+        #[derive(Serialize)]
+        struct A(u64);
+        #[derive(Serialize)]
+        struct B(u64);
+        impl Statement for A {
+            const DOMAIN: &'static str = "test/a";
+        }
+        impl Statement for B {
+            const DOMAIN: &'static str = "test/b";
+        }
+        let s = Signer::from_seed(&[1; 32]);
+        let a = s.sign(A(7));
+        // Same encoding, another kind: the signature does not carry over.
+        let b = Signed { body: B(7), sig: a.sig.clone() };
+        assert_eq!(a.verify_by(&s.node_key()), Ok(()));
+        assert_eq!(b.verify_by(&s.node_key()), Err(PromiseError::BadSignature));
+    }
 
     #[test]
     fn receipt_checks_and_round_trips() {
