@@ -82,7 +82,7 @@ fn check_response(kind: u8, body: &[u8]) -> Result<(), TestCaseError> {
 
 fn terms(client: NodeKey, provider: NodeKey, chunks: Vec<[u8; 32]>, n: u64, renews: Option<[u8; 32]>) -> Terms {
     Terms {
-        kind: if n % 2 == 0 { PromiseKind::Storage } else { PromiseKind::Retrieval },
+        kind: if n.is_multiple_of(2) { PromiseKind::Storage } else { PromiseKind::Retrieval },
         client,
         provider,
         chunks,

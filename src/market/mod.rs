@@ -12,6 +12,7 @@
 
 mod asks;
 mod assign;
+mod bid;
 mod held;
 mod pay;
 mod place;
@@ -35,6 +36,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// Chunks promised to providers (and the promise) but not stored there yet.
+type OpenSlots = HashMap<ChunkId, Vec<(NodeKey, [u8; 32])>>;
 
 /// Pause between passes when nothing could be placed.
 const IDLE: Duration = Duration::from_millis(500);
@@ -107,7 +111,7 @@ pub struct Agent {
     /// Providers skipped until the instant, and why.
     backoff: Mutex<HashMap<PeerId, (Instant, String)>>,
     /// Chunks promised to a provider but not yet stored there.
-    open: Mutex<HashMap<ChunkId, Vec<(NodeKey, [u8; 32])>>>,
+    open: Mutex<OpenSlots>,
     /// Where the next pass resumes in the queue, so chunks that cannot be
     /// placed now do not starve the rest.
     cursor: Mutex<Option<ChunkId>>,

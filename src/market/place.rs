@@ -2,17 +2,13 @@
 
 use super::asks::{self, Candidate, Quote};
 use super::assign::{self, Plan};
-use super::held::Held;
-use super::{Agent, AgentConfig, hex, lock, rand_nonce};
+use super::{Agent, AgentConfig, hex, lock};
 use crate::chunk::ChunkId;
 use crate::codec;
 use crate::ledger::Event;
 use crate::net::proto::PutChunk;
 use crate::net::{Refusal, Request, Response, peer_id_of};
-use crate::promise::{
-    AuditTerms, MAX_PROMISE_CHUNKS, MONTH_SECS, NodeKey, Promise, PromiseKind, STATEMENT_V1, Terms, credits,
-    storage_cost, unix_now,
-};
+use crate::promise::{NodeKey, STATEMENT_V1, unix_now};
 use futures::StreamExt;
 use libp2p::PeerId;
 use std::collections::{HashMap, HashSet};
@@ -31,13 +27,13 @@ const BATCH: usize = 512;
 /// Asks older than this are fetched again from their provider.
 const QUOTE_REFRESH_SECS: u64 = 30;
 /// How long a provider that failed is skipped.
-const BACKOFF: Duration = Duration::from_secs(10);
+pub(super) const BACKOFF: Duration = Duration::from_secs(10);
 /// A provider that missed a deadline or broke a promise is skipped longer.
-const BACKOFF_BROKEN: Duration = Duration::from_secs(60);
+pub(super) const BACKOFF_BROKEN: Duration = Duration::from_secs(60);
 /// An upload's deadline: a base plus a floor on throughput (1 MiB/s).
 const UPLOAD_BASE: Duration = Duration::from_secs(20);
 /// Largest byte range one audit asks for.
-const AUDIT_RANGE: u32 = 64 * 1024;
+pub(super) const AUDIT_RANGE: u32 = 64 * 1024;
 
 /// How one upload went.
 enum Upload {
@@ -157,7 +153,8 @@ impl Agent {
         lock(&self.bid_blocked).take();
         let promised = self.bid_all(&cfg, plan.groups, &quotes).await;
         // Chunk-major uploads: each body is read once for all its targets.
-        let mut jobs: Vec<(ChunkId, Vec<(PeerId, NodeKey, [u8; 32])>)> = Vec::new();
+        type Targets = Vec<(PeerId, NodeKey, [u8; 32])>;
+        let mut jobs: Vec<(ChunkId, Targets)> = Vec::new();
         for (id, targets) in plan.targets {
             let t: Vec<_> = targets
                 .into_iter()
@@ -233,166 +230,6 @@ impl Agent {
         let open = lock(&self.open).clone();
         let mut explored = lock(&self.explored);
         assign::assign(cfg, self.mode, batch, recorded, newcomers, &open, &mut explored)
-    }
-
-    /// Bids for every provider's group at once; returns the promise id for
-    /// each (provider, chunk) that got one.
-    async fn bid_all(
-        &self,
-        cfg: &AgentConfig,
-        groups: HashMap<NodeKey, Vec<(ChunkId, u64)>>,
-        quotes: &HashMap<PeerId, Quote>,
-    ) -> HashMap<(NodeKey, ChunkId), [u8; 32]> {
-        let by_key: HashMap<NodeKey, &Quote> = quotes.values().map(|q| (q.key, q)).collect();
-        let mut bids = Vec::new();
-        for (key, chunks) in groups {
-            let Some(q) = by_key.get(&key) else { continue };
-            for part in chunks.chunks(MAX_PROMISE_CHUNKS) {
-                bids.push(((*q).clone(), part.to_vec()));
-            }
-        }
-        let results: Vec<Option<(NodeKey, Vec<ChunkId>, [u8; 32])>> = futures::stream::iter(bids)
-            .map(|(q, part)| async move {
-                let pid = self.bid(cfg, &q, &part).await?;
-                Some((q.key, part.iter().map(|(id, _)| *id).collect(), pid))
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let mut out = HashMap::new();
-        let mut open = lock(&self.open);
-        for (key, ids, pid) in results.into_iter().flatten() {
-            for id in ids {
-                out.insert((key, id), pid);
-                open.entry(id).or_default().push((key, pid));
-            }
-        }
-        out
-    }
-
-    /// Bids for `chunks` at `q`'s provider, within the budget; takes one
-    /// counter-offer if it fits. Returns the promise id.
-    async fn bid(&self, cfg: &AgentConfig, q: &Quote, chunks: &[(ChunkId, u64)]) -> Option<[u8; 32]> {
-        let bytes: u64 = chunks.iter().map(|(_, l)| *l).sum();
-        let ask = &q.ask.body;
-        let duration = cfg.promise_duration.clamp(ask.min_duration, ask.max_duration.max(ask.min_duration));
-        let mut price = ask.price_per_gib_month;
-        self.log(Event::AskTaken {
-            provider: q.key,
-            ask: q.ask.hash(),
-            price_per_gib_month: ask.price_per_gib_month,
-            price_per_gib_retrieval: ask.price_per_gib_retrieval,
-        });
-        for _attempt in 0..2 {
-            if price > cfg.max_price_per_gib_month {
-                let why = format!("asks {} above the maximum price", credits(price));
-                *lock(&self.bid_blocked) = Some(format!("market too dear: a provider {why}"));
-                self.back_off(q.peer, BACKOFF, why);
-                return None;
-            }
-            let monthly = storage_cost(bytes, price, MONTH_SECS);
-            let now = unix_now();
-            // Bids run side by side: each reserves its monthly cost until
-            // its promise counts among the held ones (or it fails).
-            let _reservation = {
-                let committed = super::committed(&lock(&self.held), now);
-                let mut reserved = lock(&self.reserved);
-                if committed + *reserved + monthly > cfg.credits_per_month {
-                    drop(reserved);
-                    *lock(&self.bid_blocked) = Some(format!(
-                        "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
-                        credits(committed),
-                        credits(cfg.credits_per_month),
-                        credits(monthly),
-                        bytes
-                    ));
-                    return None;
-                }
-                *reserved += monthly;
-                Reservation(&self.reserved, monthly)
-            };
-            let terms = Terms {
-                kind: PromiseKind::Storage,
-                client: self.me,
-                provider: q.key,
-                chunks: chunks.iter().map(|(id, _)| id.0).collect(),
-                bytes,
-                price,
-                start: now,
-                expiry: now + duration,
-                audit: AuditTerms { interval: cfg.audit_interval, max_range: AUDIT_RANGE },
-                nonce: rand_nonce(),
-                renews: None,
-            };
-            let pid = terms.id();
-            self.log(Event::Bid {
-                provider: q.key,
-                promise: pid,
-                chunks: chunks.len() as u32,
-                bytes,
-                price_per_gib_month: price,
-                duration_secs: duration,
-            });
-            let bid = self.signer.sign(terms.clone());
-            match self.net.request(q.peer, Request::Bid(bid)).await {
-                Ok(Response::Promise(p)) => return self.take_promise(q, *p, &terms),
-                Ok(Response::Counter(c)) => {
-                    tracing::debug!(peer = %q.peer, price = c.price, "bid countered");
-                    self.log(Event::Countered { provider: q.key, promise: pid, price_per_gib_month: c.price });
-                    price = c.price;
-                }
-                Ok(Response::Refused(r)) => {
-                    tracing::info!(peer = %q.peer, why = ?r.why, cause = %r.message, "bid refused");
-                    self.log(Event::BidRefused { provider: q.key, promise: pid, reason: r.message.clone() });
-                    let wait = if r.why == Refusal::Full { BACKOFF_BROKEN } else { BACKOFF };
-                    self.back_off(q.peer, wait, format!("refused a bid: {}", r.message));
-                    return None;
-                }
-                Ok(other) => {
-                    self.back_off(q.peer, BACKOFF, format!("answered a bid with {other:?}"));
-                    return None;
-                }
-                Err(e) => {
-                    self.back_off(q.peer, BACKOFF, format!("unreachable: {e}"));
-                    return None;
-                }
-            }
-        }
-        None
-    }
-
-    /// Checks a promise a provider returned for our `terms` and keeps it.
-    fn take_promise(&self, q: &Quote, p: Promise, terms: &Terms) -> Option<[u8; 32]> {
-        if p.terms != *terms {
-            self.refuse_promise(q, "the promise's terms differ from the bid");
-            return None;
-        }
-        if let Err(e) = p.verify() {
-            self.refuse_promise(q, &format!("the promise's signatures do not verify: {e}"));
-            return None;
-        }
-        let pid = p.id();
-        self.log(Event::Promise {
-            id: pid,
-            client: self.me,
-            provider: q.key,
-            chunks: p.terms.chunks.len() as u32,
-            bytes: p.terms.bytes,
-            price_per_gib_month: p.terms.price,
-            start: p.terms.start,
-            expiry: p.terms.expiry,
-            signed: codec::Bytes(p.encode()),
-        });
-        let held = Held::new(p);
-        self.save(&held);
-        lock(&self.held).insert(pid, held);
-        Some(pid)
-    }
-
-    fn refuse_promise(&self, q: &Quote, why: &str) {
-        tracing::warn!(peer = %q.peer, cause = %why, "refused a promise");
-        self.update_reputation(q.key, false);
-        self.back_off(q.peer, BACKOFF_BROKEN, why.to_string());
     }
 
     /// Uploads one chunk to each of its targets.
@@ -539,15 +376,5 @@ impl Agent {
             amount: withheld,
             reason: format!("promise broken: {why}"),
         });
-    }
-}
-
-/// Budget held by a bid in flight; released when the bid is done.
-struct Reservation<'a>(&'a std::sync::Mutex<u64>, u64);
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        let mut r = lock(self.0);
-        *r = r.saturating_sub(self.1);
     }
 }

@@ -159,8 +159,8 @@ fn a_budget_too_small_keeps_chunks_pending_until_it_is_raised() {
     runtime().block_on(async {
         let mut addrs = Vec::new();
         let mut handles = Vec::new();
-        for i in 0..2 {
-            let p = provider(dirs[i].path(), 1 + i as u8, MILLI);
+        for (i, dir) in dirs.iter().take(2).enumerate() {
+            let p = provider(dir.path(), 1 + i as u8, MILLI);
             let h = start_node(1 + i as u8, Role::Provider, Some(p as Arc<dyn Service>), vec![]).await;
             addrs.push(addr_of(&h).await);
             handles.push(h);

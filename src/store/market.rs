@@ -6,6 +6,11 @@ use super::{Store, StoreError};
 use crate::chunk::ChunkId;
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
+/// A record's key and value, as stored.
+pub type RawRecord = (Vec<u8>, Vec<u8>);
+/// A promise id and its record.
+pub type RawPromise = ([u8; 32], Vec<u8>);
+
 impl Store {
     /// Stores (or replaces) a promise record under its id, durably.
     pub fn put_promise(&self, id: &[u8; 32], record: &[u8]) -> Result<(), StoreError> {
@@ -25,7 +30,7 @@ impl Store {
     }
 
     /// Every promise record, in id order.
-    pub fn promises(&self) -> Result<Vec<([u8; 32], Vec<u8>)>, StoreError> {
+    pub fn promises(&self) -> Result<Vec<RawPromise>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf("promises"), IteratorMode::Start) {
             let (k, v) = item?;
@@ -65,7 +70,7 @@ impl Store {
     }
 
     /// Every market record whose key starts with `prefix`.
-    pub fn market_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn market_scan(&self, prefix: &[u8]) -> Result<Vec<RawRecord>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf("market"), IteratorMode::From(prefix, Direction::Forward)) {
             let (k, v) = item?;
@@ -95,11 +100,11 @@ impl Store {
     pub fn drop_replica(&self, id: &ChunkId, holder: &[u8; 32]) -> Result<bool, StoreError> {
         let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let key = super::records::replica_key(id, holder);
-        if self.db.get_pinned_cf(self.cf("replicas"), &key)?.is_none() {
+        if self.db.get_pinned_cf(self.cf("replicas"), key.as_slice())?.is_none() {
             return Ok(false);
         }
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf("replicas"), &key);
+        batch.delete_cf(self.cf("replicas"), key.as_slice());
         if let Some(mut rec) = self.chunk(id)? {
             rec.placement.replicas = rec.placement.replicas.saturating_sub(1);
             rec.placement.pending = true;

@@ -6,6 +6,9 @@ use super::{Store, StoreError};
 use crate::chunk::ChunkId;
 use rocksdb::{Direction, IteratorMode};
 
+/// A recorded replica: the chunk, its holder's key, the holder's receipt.
+pub type Replica = (ChunkId, [u8; 32], Vec<u8>);
+
 impl Store {
     /// Up to `limit` chunks waiting for placement, in id order from `after`.
     pub fn pending_ids(&self, after: Option<&ChunkId>, limit: usize) -> Result<Vec<ChunkId>, StoreError> {
@@ -72,7 +75,7 @@ impl Store {
     }
 
     /// Every recorded replica: (chunk, holder, the holder's receipt).
-    pub fn all_replicas(&self) -> Result<Vec<(ChunkId, [u8; 32], Vec<u8>)>, StoreError> {
+    pub fn all_replicas(&self) -> Result<Vec<Replica>, StoreError> {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf("replicas"), IteratorMode::Start) {
             let (k, v) = item?;
