@@ -89,6 +89,8 @@ impl Provider {
         ledger: Option<Arc<Ledger>>,
     ) -> Result<Provider, StoreError> {
         let chunks = store.chunk_records()?.len() as u64;
+        // Each chunk goes out once per client: caching it buys nothing.
+        store.set_direct_reads(true);
         let me = signer.node_key();
         let mut book = Book::default();
         for (id, bytes) in store.promises()? {

@@ -375,6 +375,12 @@ impl Store {
         Ok(())
     }
 
+    /// Reads large chunk bodies around the page cache (a provider's store:
+    /// see `Packs::set_direct_reads`).
+    pub fn set_direct_reads(&self, on: bool) {
+        self.packs.set_direct_reads(on);
+    }
+
     pub fn used_bytes(&self) -> u64 {
         self.used_bytes.load(Ordering::Relaxed)
     }

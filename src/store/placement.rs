@@ -154,6 +154,26 @@ mod tests {
     }
 
     #[test]
+    fn direct_reads_return_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0, 0).unwrap();
+        store.set_direct_reads(true);
+        // Odd sizes: bodies start 40 bytes into a 4 KiB block and end
+        // anywhere, so each read is a span around them.
+        let bodies: Vec<Vec<u8>> = [70_001usize, 65_536, 300_007, 1 << 20]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::test_data::data(*n, i as u64))
+            .collect();
+        for b in &bodies {
+            store.hold(&ChunkId::of(b), b).unwrap();
+        }
+        for b in &bodies {
+            assert_eq!(&store.chunk_body(&ChunkId::of(b)).unwrap(), b);
+        }
+    }
+
+    #[test]
     fn held_chunks_are_not_queued() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), 0, 0).unwrap();
