@@ -3,8 +3,10 @@
 //! Output for people is `Key: value` lines (stable; scripts and tests parse
 //! them) or a table; `--json` gives the same facts for scripts. Errors go to
 //! stderr with their context chain. Exit codes: 0 success, 1 "ran fine,
-//! the answer is no" (fsck found problems), 2 error.
+//! the answer is no" (fsck found problems, `sync --durable` found placement
+//! blocked), 2 error.
 
+mod market;
 mod network;
 mod output;
 
@@ -76,6 +78,35 @@ enum Command {
     Scrub {
         #[arg(long)]
         json: bool,
+    },
+    /// Every promise held: provider, chunks, bytes, price, term, state, last audit.
+    Promises {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The asks this node sees: prices, free room, terms, reputation, latency.
+    Market {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Placement at a glance: pending, placed, replication, spend, promises,
+    /// and why nothing is placed when it is not.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Show placement live until nothing is pending (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Flush the drive to the local disk; with --durable, also wait until
+    /// every chunk pending now (PATH's only, if given) is on the replication
+    /// target's number of providers. Exit 1 if placement is blocked.
+    Sync {
+        /// Wait for the replication target (the answer to "may this machine go off?").
+        #[arg(long)]
+        durable: bool,
+        /// A file or directory inside the mount (default: the whole drive).
+        path: Option<PathBuf>,
     },
 }
 
@@ -172,6 +203,10 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Peers { json } => network::peers(&home, json),
         Command::Node(NodeCommand::Info { json }) => network::node_info(&home, json),
         Command::Scrub { json } => network::scrub(&home, json),
+        Command::Promises { json } => market::promises(&home, json),
+        Command::Market { json } => market::market(&home, json),
+        Command::Status { json, watch } => market::status(&home, json, watch),
+        Command::Sync { durable, path } => market::sync(&home, durable, path.as_deref()),
         Command::Config(ConfigCommand::Show { json }) => {
             let cfg = node::load_config(&home)?;
             if json {

@@ -168,6 +168,9 @@ impl Agent {
                 jobs.push((id, t));
             }
         }
+        // No upload this pass means the bids failed: keep the reason they
+        // set (the budget, say) rather than clear it below.
+        let any_upload = !jobs.is_empty();
         let total = Arc::new(Semaphore::new(MAX_UPLOADS));
         let per: HashMap<NodeKey, Arc<Semaphore>> = jobs
             .iter()
@@ -206,7 +209,7 @@ impl Agent {
                 self.update_reputation(*key, true);
             }
         }
-        if placed > 0 || plan.blocked.is_none() {
+        if placed > 0 || (plan.blocked.is_none() && any_upload) {
             self.set_blocked(plan.blocked);
         }
         Ok(placed)
@@ -340,12 +343,14 @@ impl Agent {
             let now = unix_now();
             let committed = super::committed(&lock(&self.held), now);
             if committed + monthly > cfg.credits_per_month {
+                // One message for every bid the budget stops (no sizes in
+                // it): it is logged on each change and shown by `status`.
+                tracing::debug!(peer = %q.peer, bytes, monthly = %credits(monthly), "bid over the budget");
                 self.set_blocked(Some(format!(
-                    "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
+                    "budget: active promises cost {} of {} credits/month and the chunks waiting need more \
+                     (raise [budget] credits_per_month)",
                     credits(committed),
                     credits(cfg.credits_per_month),
-                    credits(monthly),
-                    bytes
                 )));
                 return None;
             }

@@ -29,6 +29,24 @@ pub enum Request {
     Scrub,
     /// Flush, unmount and exit.
     Shutdown,
+    /// Every promise the drive's agent holds (`market::PromiseView`s).
+    Promises,
+    /// The asks the agent sees (`market::AskView`s).
+    Market,
+    /// Placement of the drive's chunks and the agent's state (`durable::Status`).
+    Status,
+    /// Flush the drive, then snapshot the chunks still pending: those of
+    /// the files at or under inode `ino` (walked), or all with `None`.
+    /// Answers `{ token, total, remaining, missing_replicas, blocked }`.
+    DurableStart {
+        #[serde(default)]
+        ino: Option<u64>,
+    },
+    /// How many chunks of a snapshot are still below the replication
+    /// target: `{ total, remaining, missing_replicas, blocked }`.
+    DurableCheck {
+        token: u64,
+    },
 }
 
 /// The node's answer: `ok` with a value, or an error message.

@@ -8,12 +8,15 @@
 
 pub mod control;
 pub mod daemon;
+mod durable;
 pub mod home;
 mod lock;
 mod mountinfo;
 mod network;
 mod serve;
 
+/// Credits as people read them (the CLI formats prices with it).
+pub use crate::promise::credits;
 pub use home::Home;
 pub use lock::{HomeLock, pid_alive};
 pub use mountinfo::{find_pactfs_mount, is_mounted};
@@ -22,7 +25,7 @@ pub use serve::run_provider;
 
 use crate::chunk::ChunkSizes;
 use crate::config::{Config, ConfigError};
-use crate::fs::{Drive, fuse::PactFs};
+use crate::fs::{Drive, Offline, fuse::PactFs};
 use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,6 +166,10 @@ pub fn mount(
         fuse_cfg.n_threads = Some(FUSE_THREADS);
         fuse_cfg.clone_fd = true;
         let network = Arc::new(Network::start(home, &cfg, Some(store.clone()))?);
+        drive.set_durability(match network.durability() {
+            Some(handle) => handle,
+            None => Arc::new(Offline { target: cfg.storage.replication }),
+        });
         let session = fuser::Session::new(PactFs::new(drive.clone()), mountpoint, &fuse_cfg)
             .map_err(|source| NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source })?;
         Ok((store, drive, session, network))
@@ -196,9 +203,17 @@ pub fn mount(
     let control_store = store.clone();
     let mount_path = mountpoint.to_path_buf();
     let control_net = network.clone();
+    let control_drive = drive.clone();
     std::thread::spawn(move || {
         control::serve(listener, move |req| match req {
-            control::Request::NodeInfo | control::Request::Peers | control::Request::Scrub => {
+            control::Request::DurableStart { .. } => {
+                // The kernel does not pass syncfs(2) on to a FUSE file
+                // system, so the node flushes what the drive holds itself
+                // (open files' dirty bytes cut and committed, the store
+                // synced) before it looks at what is pending.
+                if let Err(e) = control_drive.sync_all() {
+                    return control::Reply::err(format!("flushing the drive failed: {e}"));
+                }
                 control_net.control(&req).unwrap_or_else(|| control::Reply::err("unsupported"))
             }
             control::Request::Ping => control::Reply::ok(serde_json::json!({
@@ -213,6 +228,7 @@ pub fn mount(
                 let _ = control_tx.send(Event::Stop("umount"));
                 control::Reply::ok(serde_json::Value::Null)
             }
+            other => control_net.control(&other).unwrap_or_else(|| control::Reply::err("unsupported")),
         });
     });
     let (stop_maint, maint_rx) = mpsc::channel::<()>();

@@ -2,6 +2,7 @@
 //! provider (when `[provider] enabled`) and the placement agent (when a
 //! drive is mounted), assembled from the config.
 
+use super::durable::{DriveDurability, Tracker};
 use super::{Home, NodeError, control};
 use crate::config::{Config, NetworkMode};
 use crate::ledger::Ledger;
@@ -27,6 +28,8 @@ pub struct Network {
     pub provider: Option<Arc<Provider>>,
     agent: Option<Arc<Agent>>,
     drive_store: Option<Arc<Store>>,
+    /// Status and `sync --durable` waits (a node with a drive).
+    tracker: Option<Tracker>,
     stop_agent: watch::Sender<bool>,
     mode: Mode,
 }
@@ -102,7 +105,21 @@ impl Network {
             }
             None => None,
         };
-        Ok(Network { runtime, stopped: Default::default(), net, provider, agent, drive_store, stop_agent, mode })
+        let tracker = match (&drive_store, &agent) {
+            (Some(s), Some(a)) => Some(Tracker::new(s.clone(), a.clone())),
+            _ => None,
+        };
+        Ok(Network {
+            runtime,
+            stopped: Default::default(),
+            net,
+            provider,
+            agent,
+            drive_store,
+            tracker,
+            stop_agent,
+            mode,
+        })
     }
 
     /// Runs a future on the node's runtime from a plain thread.
@@ -136,6 +153,21 @@ impl Network {
         self.block_on(crate::market::scrub(store, self.net.clone(), self.mode == Mode::Hybrid))
     }
 
+    /// What the drive reports in its `user.pactfs.*` attributes; `None`
+    /// for a node without a drive.
+    pub fn durability(&self) -> Option<Arc<dyn crate::fs::Durability>> {
+        let (store, agent) = (self.drive_store.clone()?, self.agent.clone()?);
+        Some(Arc::new(DriveDurability::new(store, agent)))
+    }
+
+    fn agent(&self) -> Result<&Arc<Agent>, String> {
+        self.agent.as_ref().ok_or_else(|| NO_DRIVE.to_string())
+    }
+
+    fn tracker(&self) -> Result<&Tracker, String> {
+        self.tracker.as_ref().ok_or_else(|| NO_DRIVE.to_string())
+    }
+
     /// Answers the control requests about the network; `None` for others.
     pub fn control(&self, req: &control::Request) -> Option<control::Reply> {
         let reply = |r: Result<serde_json::Value, String>| match r {
@@ -147,6 +179,20 @@ impl Network {
             control::Request::Peers => reply(self.peers()),
             control::Request::Scrub => {
                 reply(self.scrub().and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())))
+            }
+            control::Request::Promises => reply(self.agent().and_then(|a| json(a.promises()))),
+            control::Request::Market => reply(self.agent().and_then(|a| json(a.market()))),
+            control::Request::Status => {
+                reply(self.tracker().and_then(|t| t.status().map_err(|e| e.to_string())).and_then(json))
+            }
+            control::Request::DurableStart { ino } => reply(self.tracker().and_then(|t| {
+                let (token, p) = t.start(*ino).map_err(|e| e.to_string())?;
+                let mut v = json(p)?;
+                v["token"] = token.into();
+                Ok(v)
+            })),
+            control::Request::DurableCheck { token } => {
+                reply(self.tracker().and_then(|t| t.check(*token).map_err(|e| e.to_string())).and_then(json))
             }
             _ => return None,
         })
@@ -168,6 +214,12 @@ impl Network {
             tracing::error!(cause = %e, "provider store flush failed");
         }
     }
+}
+
+const NO_DRIVE: &str = "this node has no drive (a provider only): ask the node that mounts it";
+
+fn json(v: impl serde::Serialize) -> Result<serde_json::Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
 /// The agent's terms from the config.

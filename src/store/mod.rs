@@ -366,4 +366,6 @@ pub(crate) type WriterGuard<'a> = MutexGuard<'a, ()>;
 
 mod fsck;
 mod scan;
+mod summary;
 pub use scan::{FsckReport, Stats};
+pub use summary::{PendingSummary, ReplicaSummary};

@@ -5,4 +5,5 @@ mod cli;
 mod common;
 mod durability;
 mod posix;
+mod status;
 mod tools;

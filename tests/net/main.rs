@@ -20,3 +20,4 @@ mod garbage;
 mod node;
 mod placement;
 mod restart;
+mod status;
