@@ -262,7 +262,7 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
             && moved.elapsed() >= STALL
         {
             if let Some(bar) = bar {
-                bar.abandon();
+                bar.finish_and_clear();
             }
             eprintln!(
                 "pactfs: not durable: {remaining} of {total} chunks are below the replication target \
