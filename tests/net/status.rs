@@ -58,6 +58,16 @@ fn durable(mode: Mode) {
         assert!(a["reputation"].is_number() && a["newcomer"].is_boolean(), "{a}");
     }
     let files = write_files(&c.client, FILES);
+    // A directory first: its files' chunks (walked), then the whole drive.
+    let dir = c.client.path("dir");
+    let out = ask(c.client_home(), &["sync", "--durable", dir.to_str().expect("utf-8 path")]);
+    assert_eq!(out.code, Some(0), "sync --durable DIR:\n{}", out.text);
+    // (How many of them were still pending depends on how fast the agent
+    // is: no count is asserted, only the outcome.)
+    assert!(key_value(&out.text, "Chunks").is_some_and(|n| n.parse::<u64>().is_ok()), "{}", out.text);
+    for (path, _) in files.iter().filter(|(p, _)| p.starts_with(&dir)) {
+        assert_eq!(xattr(path, "user.pactfs.replicas"), format!("{REPLICATION}/{REPLICATION}"), "{}", path.display());
+    }
     let out = ask(c.client_home(), &["sync", "--durable"]);
     assert_eq!(out.code, Some(0), "sync --durable must return once all is placed:\n{}", out.text);
     assert_eq!(key_value(&out.text, "Durable").as_deref(), Some("yes"), "{}", out.text);
