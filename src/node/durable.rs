@@ -180,12 +180,13 @@ impl Tracker {
 
     /// How many chunks of the snapshot `token` are still short of the target.
     pub fn check(&self, token: u64) -> Result<Progress, StartError> {
-        // Take the list out so the store is read without the lock held.
+        // A copy, so the store is read without the lock held and a second
+        // check of the same token meanwhile sees the whole list too.
         let (total, left) = {
             let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
             let w = waits.1.get_mut(&token).ok_or(StartError::UnknownToken(token))?;
             w.checked = Instant::now();
-            (w.total, std::mem::take(&mut w.left))
+            (w.total, w.left.clone())
         };
         let target = self.agent.config().replication;
         let mut still = Vec::with_capacity(left.len());

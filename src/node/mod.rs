@@ -203,7 +203,8 @@ pub fn mount(
     let control_store = store.clone();
     let mount_path = mountpoint.to_path_buf();
     let control_net = network.clone();
-    let control_drive = drive.clone();
+    // Weak: the drive goes at the end of this function, as before.
+    let control_drive = Arc::downgrade(&drive);
     std::thread::spawn(move || {
         control::serve(listener, move |req| match req {
             control::Request::DurableStart { .. } => {
@@ -211,7 +212,10 @@ pub fn mount(
                 // system, so the node flushes what the drive holds itself
                 // (open files' dirty bytes cut and committed, the store
                 // synced) before it looks at what is pending.
-                if let Err(e) = control_drive.sync_all() {
+                let Some(drive) = control_drive.upgrade() else {
+                    return control::Reply::err("the drive is stopping");
+                };
+                if let Err(e) = drive.sync_all() {
                     return control::Reply::err(format!("flushing the drive failed: {e}"));
                 }
                 control_net.control(&req).unwrap_or_else(|| control::Reply::err("unsupported"))
