@@ -3,10 +3,11 @@
 //! Output for people is `Key: value` lines (stable; scripts and tests parse
 //! them) or a table; `--json` gives the same facts for scripts. Errors go to
 //! stderr with their context chain. Exit codes: 0 success, 1 "ran fine,
-//! the answer is no" (fsck found problems, `log verify` a broken ledger),
-//! 2 error.
+//! the answer is no" (fsck found problems, `log verify` a broken ledger,
+//! `sync --durable` found placement blocked), 2 error.
 
 mod ledger;
+mod market;
 mod network;
 mod output;
 
@@ -86,6 +87,35 @@ enum Command {
     #[cfg(feature = "fault-injection")]
     #[command(subcommand, hide = true)]
     Debug(DebugCommand),
+    /// Every promise held: provider, chunks, bytes, price, term, state, last audit.
+    Promises {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The asks this node sees: prices, free room, terms, reputation, latency.
+    Market {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Placement at a glance: pending, placed, replication, spend, promises,
+    /// and why nothing is placed when it is not.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Show placement live until nothing is pending (Ctrl-C stops).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Flush the drive to the local disk; with --durable, also wait until
+    /// every chunk pending now (PATH's only, if given) is on the replication
+    /// target's number of providers. Exit 1 if placement is blocked.
+    Sync {
+        /// Wait for the replication target (the answer to "may this machine go off?").
+        #[arg(long)]
+        durable: bool,
+        /// A file or directory inside the mount (default: the whole drive).
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,6 +239,10 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Log(LogCommand::Show { since, json }) => ledger::show(&home, since.as_deref(), json),
         #[cfg(feature = "fault-injection")]
         Command::Debug(DebugCommand::LedgerAppend { count }) => ledger::debug_append(&home, count),
+        Command::Promises { json } => market::promises(&home, json),
+        Command::Market { json } => market::market(&home, json),
+        Command::Status { json, watch } => market::status(&home, json, watch),
+        Command::Sync { durable, path } => market::sync(&home, durable, path.as_deref()),
         Command::Config(ConfigCommand::Show { json }) => {
             let cfg = node::load_config(&home)?;
             if json {

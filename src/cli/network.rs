@@ -1,6 +1,6 @@
 //! Network commands: `provider`, `peers`, `node info`, `scrub`.
 
-use super::output::{print_json, print_kv};
+use super::output::{human_bytes, print_json, print_kv};
 use crate::node::{self, Home, HomeLock, control};
 use anyhow::{Context, Result};
 use std::time::Duration;
@@ -85,16 +85,4 @@ pub fn scrub(home: &Home, json: bool) -> Result<i32> {
         ])?;
     }
     Ok(if n("bad") == 0 && n("unreachable") == 0 { 0 } else { 1 })
-}
-
-/// 361.1 MiB, for people (scripts read the bytes or --json).
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[i]) }
 }

@@ -50,3 +50,87 @@ pub fn progress_bar(what: &str) -> Option<indicatif::ProgressBar> {
     bar.set_message(what.to_string());
     Some(bar)
 }
+
+/// 361.1 MiB, for people (scripts read the bytes or --json).
+pub fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", units[i]) }
+}
+
+/// A unix time as people read it, in UTC: `2026-11-22 07:52 UTC`.
+pub fn utc(unix: u64) -> String {
+    let days = (unix / 86400) as i64;
+    let secs = unix % 86400;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", secs / 3600, secs % 3600 / 60)
+}
+
+/// A duration in seconds as people read it: `30d`, `12h`, `90s`.
+pub fn span(secs: u64) -> String {
+    match secs {
+        s if s >= 86400 && s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Prints a table: a header row and rows, columns padded to their widest
+/// cell; a column whose header starts with `>` is right-aligned.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
+    let right: Vec<bool> = header.iter().map(|h| h.starts_with('>')).collect();
+    let header: Vec<String> = header.iter().map(|h| h.trim_start_matches('>').to_string()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .zip(&right)
+            .map(|((c, &w), &r)| if r { format!("{c:>w$}") } else { format!("{c:<w$}") })
+            .collect();
+        writeln!(out, "{}", cells.join("  ").trim_end())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc(951_782_400 + 3600 + 120), "2000-02-29 01:02 UTC");
+        assert_eq!(utc(1_798_761_599), "2026-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn spans_and_sizes_read_for_people() {
+        assert_eq!(span(30 * 86400), "30d");
+        assert_eq!(span(3 * 3600), "3h");
+        assert_eq!(span(90), "90s");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    }
+}

@@ -11,18 +11,20 @@
 
 mod cache;
 mod data;
+pub mod durability;
 pub mod fuse;
 mod namespace;
 mod overlay;
 
 pub use data::{DIRTY_TOTAL_MAX, FLUSH_BYTES, ReadOut};
+pub use durability::{Durability, Offline};
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::store::{Inode, Kind, Store, StoreError};
 use data::{FileState, Job, Sealed, WriteOutcome};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, mpsc};
 
 /// Background jobs one file may have in flight before its writer waits:
 /// bounds the memory a fast writer can pile up ahead of the store.
@@ -251,6 +253,9 @@ pub struct Drive {
     /// could not start (writes then commit in the foreground).
     jobs: Option<JobQueue>,
     committer: Option<std::thread::JoinHandle<()>>,
+    /// Answers the `user.pactfs.*` attributes; [`Offline`] until the node
+    /// hands over its network's handle.
+    durability: RwLock<Arc<dyn Durability>>,
 }
 
 impl Drop for Drive {
@@ -288,7 +293,18 @@ impl Drive {
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            durability: RwLock::new(Arc::new(Offline::default())),
         }
+    }
+
+    /// Gives the drive what it reports in the `user.pactfs.*` attributes
+    /// (the node's handle over its store and market agent).
+    pub fn set_durability(&self, handle: Arc<dyn Durability>) {
+        *self.durability.write().unwrap_or_else(|p| p.into_inner()) = handle;
+    }
+
+    fn durability(&self) -> Arc<dyn Durability> {
+        self.durability.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn store(&self) -> &Arc<Store> {

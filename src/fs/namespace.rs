@@ -4,7 +4,9 @@
 //! in a [`Changes`] set first, so an operation touching the same directory
 //! twice (rename within one directory) writes one consistent record.
 
+use super::durability::{self, PROMISES_XATTR, REPLICAS_XATTR, RESERVED_PREFIX};
 use super::{Caller, DirEntry, Drive, FsError, Handle, NAME_MAX, lock};
+use crate::chunk::ChunkId;
 use crate::store::{Dirent, Inode, Kind, Stamp, Store, Txn};
 use std::collections::HashMap;
 use std::time::SystemTime;
@@ -458,6 +460,7 @@ impl Drive {
             panic!("fault injection: {} set on inode {ino}", String::from_utf8_lossy(name));
         }
         check_xattr_name(name)?;
+        check_writable_xattr(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::AttrTooBig);
         }
@@ -479,8 +482,45 @@ impl Drive {
 
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, FsError> {
         check_xattr_name(name)?;
-        self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        if name.starts_with(RESERVED_PREFIX) {
+            return self.durability_xattr(&inode, name);
+        }
         self.store.xattr(ino, name)?.ok_or(FsError::NoAttr)
+    }
+
+    /// `user.pactfs.replicas` and `user.pactfs.promises` of a file (see
+    /// `fs::durability`); other kinds have neither.
+    fn durability_xattr(&self, inode: &Inode, name: &[u8]) -> Result<Vec<u8>, FsError> {
+        if inode.kind != Kind::File || (name != REPLICAS_XATTR && name != PROMISES_XATTR) {
+            return Err(FsError::NoAttr);
+        }
+        // An open file's state is the truth: bytes not yet cut into chunks
+        // are on this machine only.
+        let (chunks, uncommitted) = match self.open_state(inode.ino) {
+            Some(cell) => {
+                let st = lock(&cell.state);
+                (st.manifest().iter().map(|e| e.id).collect::<Vec<ChunkId>>(), st.uncommitted_bytes() > 0)
+            }
+            None => (self.store.manifest(inode.ino)?.iter().map(|e| e.id).collect(), false),
+        };
+        let mut chunks = chunks;
+        chunks.sort_unstable();
+        chunks.dedup();
+        let handle = self.durability();
+        if name == REPLICAS_XATTR {
+            let target = handle.target();
+            let min = if uncommitted {
+                0
+            } else if chunks.is_empty() {
+                target
+            } else {
+                handle.min_replicas(&chunks)?
+            };
+            Ok(durability::replicas_value(min, target))
+        } else {
+            Ok(durability::promises_value(&handle.promises(&chunks)?))
+        }
     }
 
     /// Attribute names, each followed by a NUL, as `listxattr(2)` returns.
@@ -496,6 +536,7 @@ impl Drive {
 
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), FsError> {
         check_xattr_name(name)?;
+        check_writable_xattr(name)?;
         let mut txn = self.store.begin();
         let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
         if self.store.xattr(ino, name)?.is_none() {
@@ -507,6 +548,17 @@ impl Drive {
         txn.commit(false)?;
         Ok(())
     }
+}
+
+/// The `user.pactfs.` names are pactfs's own, read-only attributes: EPERM
+/// ("not permitted") tells the user it is the name, not the file system,
+/// that refuses, where ENOTSUP would read as "no xattrs here" and make
+/// copy tools give up on every attribute.
+fn check_writable_xattr(name: &[u8]) -> Result<(), FsError> {
+    if name.starts_with(RESERVED_PREFIX) {
+        return Err(FsError::NotPermitted);
+    }
+    Ok(())
 }
 
 fn check_xattr_name(name: &[u8]) -> Result<(), FsError> {

@@ -177,6 +177,84 @@ fn xattrs_follow_create_and_replace_flags() {
     assert!(matches!(d.getxattr(f.ino, b"user.k"), Err(FsError::NoAttr)));
 }
 
+/// A durability handle over the store's replica records, as the node's is,
+/// with one fixed promise per holder key.
+struct Recorded {
+    store: Arc<Store>,
+    target: u32,
+}
+
+impl Durability for Recorded {
+    fn target(&self) -> u32 {
+        self.target
+    }
+    fn min_replicas(&self, chunks: &[crate::chunk::ChunkId]) -> Result<u32, StoreError> {
+        let mut min = u32::MAX;
+        for c in chunks {
+            min = min.min(self.store.replica_holders(c)?.len() as u32);
+        }
+        Ok(min)
+    }
+    fn promises(&self, chunks: &[crate::chunk::ChunkId]) -> Result<Vec<[u8; 32]>, StoreError> {
+        let mut out = std::collections::BTreeSet::new();
+        for c in chunks {
+            out.extend(self.store.replica_holders(c)?);
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+#[test]
+fn durability_xattrs_are_virtual_read_only_and_unlisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let (f, fh) = d.create(ME, ROOT_INO, b"f", 0o644).unwrap();
+    let replicas = |ino| String::from_utf8(d.getxattr(ino, b"user.pactfs.replicas").unwrap()).unwrap();
+    // No network yet: the offline answer. An empty file has nothing to lose.
+    d.set_durability(Arc::new(Offline { target: 3 }));
+    assert_eq!(replicas(f.ino), "3/3");
+    d.write(fh, 0, &data(10_000, 7)).unwrap();
+    // Written, not yet cut into chunks: on this machine only.
+    assert_eq!(replicas(f.ino), "0/3");
+    d.release(fh).unwrap();
+    assert_eq!(replicas(f.ino), "0/3");
+    assert_eq!(d.getxattr(f.ino, b"user.pactfs.promises").unwrap(), b"");
+
+    // Not listed, not settable, not removable; other names stay usable.
+    d.setxattr(f.ino, b"user.k", b"v", 0).unwrap();
+    assert_eq!(d.listxattr(f.ino).unwrap(), b"user.k\0");
+    for flags in [0, 1, 2] {
+        assert!(matches!(d.setxattr(f.ino, b"user.pactfs.replicas", b"3/3", flags), Err(FsError::NotPermitted)));
+    }
+    assert!(matches!(d.setxattr(f.ino, b"user.pactfs.other", b"x", 0), Err(FsError::NotPermitted)));
+    assert!(matches!(d.removexattr(f.ino, b"user.pactfs.promises"), Err(FsError::NotPermitted)));
+    assert_eq!(FsError::NotPermitted.errno(), libc::EPERM);
+    assert!(matches!(d.getxattr(f.ino, b"user.pactfs.other"), Err(FsError::NoAttr)));
+    // Only files have them.
+    let sub = d.mkdir(ME, ROOT_INO, b"sub", 0o755).unwrap();
+    assert!(matches!(d.getxattr(sub.ino, b"user.pactfs.replicas"), Err(FsError::NoAttr)));
+
+    // With a handle over recorded replicas: the least-replicated chunk counts.
+    d.set_durability(Arc::new(Recorded { store: d.store().clone(), target: 3 }));
+    let chunks: Vec<_> = d.store().manifest(f.ino).unwrap().iter().map(|e| e.id).collect();
+    assert!(chunks.len() >= 2, "10 kB in chunks of at most 4 KiB: {}", chunks.len());
+    for c in &chunks {
+        for h in [[1u8; 32], [2; 32]] {
+            d.store().record_replica(c, &h, b"r", 3).unwrap();
+        }
+    }
+    assert_eq!(replicas(f.ino), "2/3");
+    for c in &chunks[1..] {
+        d.store().record_replica(c, &[3; 32], b"r", 3).unwrap();
+    }
+    assert_eq!(replicas(f.ino), "2/3", "one chunk is still short of the target");
+    d.store().record_replica(&chunks[0], &[4; 32], b"r", 3).unwrap();
+    assert_eq!(replicas(f.ino), "3/3");
+    let ids = String::from_utf8(d.getxattr(f.ino, b"user.pactfs.promises").unwrap()).unwrap();
+    let want: Vec<String> = (1u8..=4).map(|b| crate::chunk::hex(&[b; 32])).collect();
+    assert_eq!(ids, want.join(","), "sorted, each once");
+}
+
 #[test]
 fn fsck_counts_crash_orphans_as_clean_and_repair_reclaims_them() {
     let dir = tempfile::tempdir().unwrap();

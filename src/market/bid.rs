@@ -83,12 +83,14 @@ impl Agent {
                 let mut reserved = lock(&self.reserved);
                 if committed + *reserved + monthly > cfg.credits_per_month {
                     drop(reserved);
+                    // One message for every bid the budget stops (no sizes
+                    // in it): logged on each change and shown by `status`.
+                    tracing::debug!(peer = %q.peer, bytes, monthly = %credits(monthly), "bid over the budget");
                     *lock(&self.bid_blocked) = Some(format!(
-                        "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
+                        "budget: active promises cost {} of {} credits/month and the chunks waiting need more \
+                         (raise [budget] credits_per_month)",
                         credits(committed),
                         credits(cfg.credits_per_month),
-                        credits(monthly),
-                        bytes
                     ));
                     return None;
                 }

@@ -265,6 +265,22 @@ impl Agent {
             .collect()
     }
 
+    /// The promise that stands for `id` now: `id` itself, or the renewal
+    /// that took its place (a receipt names the promise its chunk was
+    /// first stored under, and renewals keep the chunk where it is).
+    pub fn current_promise(&self, id: &[u8; 32]) -> [u8; 32] {
+        let held = lock(&self.held);
+        let mut cur = *id;
+        // A chain never loops (each renewal is newer), but bound the walk.
+        for _ in 0..held.len() {
+            match held.get(&cur).and_then(|h| h.renewed_by) {
+                Some(next) if next != cur => cur = next,
+                _ => break,
+            }
+        }
+        cur
+    }
+
     /// The asks this node sees, best first, with why any is not used.
     pub fn market(&self) -> Vec<AskView> {
         let now = unix_now();

@@ -167,6 +167,8 @@ impl Agent {
                 jobs.push((id, t));
             }
         }
+        // No upload this pass means the bids failed: keep the reason they
+        // set (the budget, say) rather than clear it below.
         let total = Arc::new(Semaphore::new(MAX_UPLOADS));
         let per: HashMap<NodeKey, Arc<Semaphore>> = jobs
             .iter()

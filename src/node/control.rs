@@ -56,6 +56,24 @@ pub enum Request {
     LedgerAppend {
         count: u64,
     },
+    /// Every promise the drive's agent holds (`market::PromiseView`s).
+    Promises,
+    /// The asks the agent sees (`market::AskView`s).
+    Market,
+    /// Placement of the drive's chunks and the agent's state (`durable::Status`).
+    Status,
+    /// Flush the drive, then snapshot the chunks still pending: those of
+    /// the files at or under inode `ino` (walked), or all with `None`.
+    /// Answers `{ token, total, remaining, missing_replicas, blocked }`.
+    DurableStart {
+        #[serde(default)]
+        ino: Option<u64>,
+    },
+    /// How many chunks of a snapshot are still below the replication
+    /// target: `{ total, remaining, missing_replicas, blocked }`.
+    DurableCheck {
+        token: u64,
+    },
 }
 
 fn default_show_limit() -> usize {

@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod daemon;
+mod durable;
 pub mod home;
 pub mod ledger;
 mod lock;
@@ -15,6 +16,8 @@ mod mountinfo;
 mod network;
 mod serve;
 
+/// Credits as people read them (the CLI formats prices with it).
+pub use crate::promise::credits;
 pub use home::Home;
 pub use lock::{HomeLock, pid_alive};
 pub use mountinfo::{find_pactfs_mount, is_mounted};
@@ -23,7 +26,7 @@ pub use serve::run_provider;
 
 use crate::chunk::ChunkSizes;
 use crate::config::{Config, ConfigError};
-use crate::fs::{Drive, fuse::PactFs};
+use crate::fs::{Drive, Offline, fuse::PactFs};
 use crate::store::{Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -166,6 +169,10 @@ pub fn mount(
         fuse_cfg.n_threads = Some(FUSE_THREADS);
         fuse_cfg.clone_fd = true;
         let network = Arc::new(Network::start(home, &cfg, Some(store.clone()))?);
+        drive.set_durability(match network.durability() {
+            Some(handle) => handle,
+            None => Arc::new(Offline { target: cfg.storage.replication }),
+        });
         let session = fuser::Session::new(PactFs::new(drive.clone()), mountpoint, &fuse_cfg)
             .map_err(|source| NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source })?;
         Ok((store, drive, session, network))
@@ -199,8 +206,23 @@ pub fn mount(
     let control_store = store.clone();
     let mount_path = mountpoint.to_path_buf();
     let control_net = network.clone();
+    // Weak: the drive goes at the end of this function, as before.
+    let control_drive = Arc::downgrade(&drive);
     std::thread::spawn(move || {
         control::serve(listener, move |req| match req {
+            control::Request::DurableStart { .. } => {
+                // The kernel does not pass syncfs(2) on to a FUSE file
+                // system, so the node flushes what the drive holds itself
+                // (open files' dirty bytes cut and committed, the store
+                // synced) before it looks at what is pending.
+                let Some(drive) = control_drive.upgrade() else {
+                    return control::Reply::err("the drive is stopping");
+                };
+                if let Err(e) = drive.sync_all() {
+                    return control::Reply::err(format!("flushing the drive failed: {e}"));
+                }
+                control_net.control(&req).unwrap_or_else(|| control::Reply::err("unsupported"))
+            }
             control::Request::Ping => control::Reply::ok(serde_json::json!({
                 "pid": std::process::id(),
                 "mountpoint": mount_path,

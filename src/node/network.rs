@@ -3,6 +3,7 @@
 //! drive is mounted) and the node's ledger (in the drive's store, else in
 //! the provider's), assembled from the config.
 
+use super::durable::{DriveDurability, Tracker};
 use super::ledger::{NodeLedger, SEAL_EVERY};
 use super::{Home, NodeError, control};
 use crate::config::{Config, NetworkMode};
@@ -33,6 +34,8 @@ pub struct Network {
     /// serves on, and `log verify` says why.
     ledger: Option<Arc<NodeLedger>>,
     /// Stops the agent and the sealing task.
+    /// Status and `sync --durable` waits (a node with a drive).
+    tracker: Option<Tracker>,
     stop_agent: watch::Sender<bool>,
     mode: Mode,
 }
@@ -128,6 +131,10 @@ impl Network {
             }
             None => None,
         };
+        let tracker = match (&drive_store, &agent) {
+            (Some(s), Some(a)) => Some(Tracker::new(s.clone(), a.clone())),
+            _ => None,
+        };
         Ok(Network {
             runtime,
             stopped: Default::default(),
@@ -136,6 +143,7 @@ impl Network {
             agent,
             drive_store,
             ledger,
+            tracker,
             stop_agent,
             mode,
         })
@@ -178,6 +186,21 @@ impl Network {
         self.block_on(crate::market::scrub(store, self.net.clone(), self.mode == Mode::Hybrid))
     }
 
+    /// What the drive reports in its `user.pactfs.*` attributes; `None`
+    /// for a node without a drive.
+    pub fn durability(&self) -> Option<Arc<dyn crate::fs::Durability>> {
+        let (store, agent) = (self.drive_store.clone()?, self.agent.clone()?);
+        Some(Arc::new(DriveDurability::new(store, agent)))
+    }
+
+    fn agent(&self) -> Result<&Arc<Agent>, String> {
+        self.agent.as_ref().ok_or_else(|| NO_DRIVE.to_string())
+    }
+
+    fn tracker(&self) -> Result<&Tracker, String> {
+        self.tracker.as_ref().ok_or_else(|| NO_DRIVE.to_string())
+    }
+
     /// Answers the control requests about the network; `None` for others.
     pub fn control(&self, req: &control::Request) -> Option<control::Reply> {
         let reply = |r: Result<serde_json::Value, String>| match r {
@@ -193,6 +216,20 @@ impl Network {
             control::Request::LogVerify { .. } | control::Request::LogShow { .. } => self.answer_ledger(req),
             #[cfg(feature = "fault-injection")]
             control::Request::LedgerAppend { .. } => self.answer_ledger(req),
+            control::Request::Promises => reply(self.agent().and_then(|a| json(a.promises()))),
+            control::Request::Market => reply(self.agent().and_then(|a| json(a.market()))),
+            control::Request::Status => {
+                reply(self.tracker().and_then(|t| t.status().map_err(|e| e.to_string())).and_then(json))
+            }
+            control::Request::DurableStart { ino } => reply(self.tracker().and_then(|t| {
+                let (token, p) = t.start(*ino).map_err(|e| e.to_string())?;
+                let mut v = json(p)?;
+                v["token"] = token.into();
+                Ok(v)
+            })),
+            control::Request::DurableCheck { token } => {
+                reply(self.tracker().and_then(|t| t.check(*token).map_err(|e| e.to_string())).and_then(json))
+            }
             _ => return None,
         })
     }
@@ -256,6 +293,12 @@ async fn seal_periodically(ledger: Arc<NodeLedger>, mut stop: watch::Receiver<bo
             Err(e) => tracing::warn!(cause = %e, "the sealing task failed"),
         }
     }
+}
+
+const NO_DRIVE: &str = "this node has no drive (a provider only): ask the node that mounts it";
+
+fn json(v: impl serde::Serialize) -> Result<serde_json::Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
 /// The agent's terms from the config.

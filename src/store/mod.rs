@@ -411,4 +411,6 @@ fn cf_options(name: &str) -> Options {
 
 mod fsck;
 mod scan;
+mod summary;
 pub use scan::{FsckReport, Stats};
+pub use summary::{PendingSummary, ReplicaSummary};

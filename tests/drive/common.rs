@@ -436,6 +436,60 @@ pub fn statvfs(path: &Path) -> libc::statvfs {
     buf
 }
 
+/// `getxattr(2)`: the value of attribute `name` of `path` (following symlinks).
+pub fn get_xattr(path: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let (c_path, c_name) = (CString::new(path.as_os_str().as_bytes()).unwrap(), CString::new(name).unwrap());
+    // Ask for the size, then read; a value that grew in between is read again.
+    loop {
+        // SAFETY: valid NUL-terminated strings; a null buffer of size 0 asks for the size.
+        let size = unsafe { libc::getxattr(c_path.as_ptr(), c_name.as_ptr(), std::ptr::null_mut(), 0) };
+        if size < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut buf = vec![0u8; size as usize];
+        // SAFETY: the buffer is `buf.len()` bytes long.
+        let got = unsafe { libc::getxattr(c_path.as_ptr(), c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if got >= 0 {
+            buf.truncate(got as usize);
+            return Ok(buf);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ERANGE) {
+            return Err(err);
+        }
+    }
+}
+
+/// `setxattr(2)` with `flags` (0, XATTR_CREATE or XATTR_REPLACE).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8], flags: i32) -> std::io::Result<()> {
+    let (c_path, c_name) = (CString::new(path.as_os_str().as_bytes()).unwrap(), CString::new(name).unwrap());
+    // SAFETY: valid NUL-terminated strings and a buffer of `value.len()` bytes.
+    let rc = unsafe { libc::setxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_ptr().cast(), value.len(), flags) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// `removexattr(2)`.
+pub fn remove_xattr(path: &Path, name: &str) -> std::io::Result<()> {
+    let (c_path, c_name) = (CString::new(path.as_os_str().as_bytes()).unwrap(), CString::new(name).unwrap());
+    // SAFETY: valid NUL-terminated strings.
+    let rc = unsafe { libc::removexattr(c_path.as_ptr(), c_name.as_ptr()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// `listxattr(2)`: the attribute names of `path`.
+pub fn list_xattrs(path: &Path) -> Vec<String> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a null buffer of size 0 asks for the size.
+    let size = unsafe { libc::listxattr(c_path.as_ptr(), std::ptr::null_mut(), 0) };
+    assert!(size >= 0, "listxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    let mut buf = vec![0u8; size as usize];
+    // SAFETY: the buffer is `buf.len()` bytes long.
+    let got = unsafe { libc::listxattr(c_path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(got >= 0, "listxattr {}: {}", path.display(), std::io::Error::last_os_error());
+    buf.truncate(got as usize);
+    buf.split(|b| *b == 0).filter(|n| !n.is_empty()).map(|n| String::from_utf8_lossy(n).into_owned()).collect()
+}
+
 /// Fills `buf` with the test data of stream `seed` at byte `offset`.
 pub fn fill(seed: u64, offset: u64, buf: &mut [u8]) {
     let mut pos = 0;

@@ -6,4 +6,5 @@ mod common;
 mod durability;
 mod ledger;
 mod posix;
+mod status;
 mod tools;

@@ -21,3 +21,4 @@ mod ledger;
 mod node;
 mod placement;
 mod restart;
+mod status;
