@@ -17,6 +17,7 @@ mod common;
 mod cluster;
 mod discovery;
 mod garbage;
+mod market;
 mod node;
 mod placement;
 mod restart;
