@@ -11,6 +11,7 @@
 //! passes: payments (`pay`) and renewals (`renew`).
 
 mod asks;
+mod budget;
 mod held;
 mod pay;
 mod place;
@@ -111,6 +112,8 @@ pub struct Agent {
     /// Replicas given to newcomers, and in all (explore_share).
     explored: Mutex<(u64, u64)>,
     last_payment: Mutex<Option<Instant>>,
+    /// Monthly cost of the bids awaiting an answer.
+    in_flight: budget::InFlight,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,6 +148,7 @@ impl Agent {
             status: Mutex::default(),
             explored: Mutex::default(),
             last_payment: Mutex::default(),
+            in_flight: budget::InFlight::default(),
         })
     }
 

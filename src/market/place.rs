@@ -38,6 +38,15 @@ const UPLOAD_BASE: Duration = Duration::from_secs(20);
 /// Largest byte range one audit asks for.
 const AUDIT_RANGE: u32 = 64 * 1024;
 
+/// Why a bid brought no promise.
+enum NoPromise {
+    /// The budget cannot pay for it now: its monthly cost, and why.
+    Budget { monthly: u64, why: String },
+    /// Refused, countered above what it may pay, unreachable, or its
+    /// promise did not verify: the provider is skipped for a while.
+    Elsewhere,
+}
+
 /// How one upload went.
 enum Upload {
     Stored,
@@ -153,7 +162,7 @@ impl Agent {
             return Ok(0);
         }
         let plan = self.assign(&cfg, &batch, recorded, newcomers);
-        let promised = self.bid_all(&cfg, plan.groups, &quotes).await;
+        let (promised, held_back) = self.bid_all(&cfg, plan.groups, &quotes).await;
         // Chunk-major uploads: each body is read once for all its targets.
         let mut jobs: Vec<(ChunkId, Vec<(PeerId, NodeKey, [u8; 32])>)> = Vec::new();
         for (id, targets) in plan.targets {
@@ -206,9 +215,10 @@ impl Agent {
                 self.update_reputation(*key, true);
             }
         }
-        if placed > 0 || plan.blocked.is_none() {
-            self.set_blocked(plan.blocked);
-        }
+        // Why chunks still wait after this pass, if the agent knows: set
+        // every pass, so that it clears once they no longer do.
+        let why: Vec<String> = plan.blocked.into_iter().chain(held_back).collect();
+        self.set_blocked((!why.is_empty()).then(|| why.join("; ")));
         Ok(placed)
     }
 
@@ -284,13 +294,15 @@ impl Agent {
     }
 
     /// Bids for every provider's group at once; returns the promise id for
-    /// each (provider, chunk) that got one.
+    /// each (provider, chunk) that got one, and why the budget held bids
+    /// back, if it did (the cheapest bid it held back, so that the reason
+    /// reads the same from one pass to the next while nothing changes).
     async fn bid_all(
         &self,
         cfg: &AgentConfig,
         groups: HashMap<NodeKey, Vec<(ChunkId, u64)>>,
         quotes: &HashMap<PeerId, Quote>,
-    ) -> HashMap<(NodeKey, ChunkId), [u8; 32]> {
+    ) -> (HashMap<(NodeKey, ChunkId), [u8; 32]>, Option<String>) {
         let by_key: HashMap<NodeKey, &Quote> = quotes.values().map(|q| (q.key, q)).collect();
         let mut bids = Vec::new();
         for (key, chunks) in groups {
@@ -299,55 +311,74 @@ impl Agent {
                 bids.push(((*q).clone(), part.to_vec()));
             }
         }
-        let results: Vec<Option<(NodeKey, Vec<ChunkId>, [u8; 32])>> = futures::stream::iter(bids)
+        let results: Vec<(NodeKey, Vec<ChunkId>, Result<[u8; 32], NoPromise>)> = futures::stream::iter(bids)
             .map(|(q, part)| async move {
-                let pid = self.bid(cfg, &q, &part).await?;
-                Some((q.key, part.iter().map(|(id, _)| *id).collect(), pid))
+                let outcome = self.bid(cfg, &q, &part).await;
+                (q.key, part.iter().map(|(id, _)| *id).collect(), outcome)
             })
             .buffer_unordered(8)
             .collect()
             .await;
         let mut out = HashMap::new();
+        let mut held_back: Option<(u64, String)> = None;
         let mut open = lock(&self.open);
-        for (key, ids, pid) in results.into_iter().flatten() {
-            for id in ids {
-                out.insert((key, id), pid);
-                open.entry(id).or_default().push((key, pid));
+        for (key, ids, outcome) in results {
+            match outcome {
+                Ok(pid) => {
+                    for id in ids {
+                        out.insert((key, id), pid);
+                        open.entry(id).or_default().push((key, pid));
+                    }
+                }
+                Err(NoPromise::Budget { monthly, why }) => {
+                    if held_back.as_ref().is_none_or(|(m, w)| (monthly, &why) < (*m, w)) {
+                        held_back = Some((monthly, why));
+                    }
+                }
+                Err(NoPromise::Elsewhere) => {}
             }
         }
-        out
+        (out, held_back.map(|(_, why)| why))
     }
 
     /// Bids for `chunks` at `q`'s provider, within the budget; takes one
     /// counter-offer if it fits. Returns the promise id.
-    async fn bid(&self, cfg: &AgentConfig, q: &Quote, chunks: &[(ChunkId, u64)]) -> Option<[u8; 32]> {
+    async fn bid(&self, cfg: &AgentConfig, q: &Quote, chunks: &[(ChunkId, u64)]) -> Result<[u8; 32], NoPromise> {
         let bytes: u64 = chunks.iter().map(|(_, l)| *l).sum();
         let ask = &q.ask.body;
         let duration = cfg.promise_duration.clamp(ask.min_duration, ask.max_duration.max(ask.min_duration));
         let mut price = ask.price_per_gib_month;
-        self.log(Event::AskTaken {
-            provider: q.key,
-            ask: q.ask.hash(),
-            price_per_gib_month: ask.price_per_gib_month,
-            price_per_gib_retrieval: ask.price_per_gib_retrieval,
-        });
-        for _attempt in 0..2 {
+        for attempt in 0..2 {
             if price > cfg.max_price_per_gib_month {
                 self.back_off(q.peer, BACKOFF, format!("asks {} above the maximum price", credits(price)));
-                return None;
+                return Err(NoPromise::Elsewhere);
             }
             let monthly = storage_cost(bytes, price, MONTH_SECS);
             let now = unix_now();
-            let committed = super::committed(&lock(&self.held), now);
-            if committed + monthly > cfg.credits_per_month {
-                self.set_blocked(Some(format!(
-                    "budget: active promises cost {} credits/month of {}; {} more needed for {} bytes",
-                    credits(committed),
-                    credits(cfg.credits_per_month),
-                    credits(monthly),
-                    bytes
-                )));
-                return None;
+            // Held until the answer is in (a promise won by then counts as
+            // committed): the bids in flight together stay within the budget.
+            let committed = || super::committed(&lock(&self.held), now);
+            let _reserved = match self.in_flight.reserve(committed, monthly, cfg.credits_per_month) {
+                Ok(r) => r,
+                Err(over) => {
+                    let why = format!(
+                        "budget: active promises and bids cost {} credits/month of {}; a bid for {} bytes needs {} more",
+                        credits(over.committed + over.in_flight),
+                        credits(cfg.credits_per_month),
+                        bytes,
+                        credits(monthly)
+                    );
+                    return Err(NoPromise::Budget { monthly, why });
+                }
+            };
+            if attempt == 0 {
+                // Only an ask acted on is worth an entry.
+                self.log(Event::AskTaken {
+                    provider: q.key,
+                    ask: q.ask.hash(),
+                    price_per_gib_month: ask.price_per_gib_month,
+                    price_per_gib_retrieval: ask.price_per_gib_retrieval,
+                });
             }
             let terms = Terms {
                 kind: PromiseKind::Storage,
@@ -373,7 +404,7 @@ impl Agent {
             });
             let bid = self.signer.sign(terms.clone());
             match self.net.request(q.peer, Request::Bid(bid)).await {
-                Ok(Response::Promise(p)) => return self.take_promise(q, *p, &terms),
+                Ok(Response::Promise(p)) => return self.take_promise(q, *p, &terms).ok_or(NoPromise::Elsewhere),
                 Ok(Response::Counter(c)) => {
                     tracing::debug!(peer = %q.peer, price = c.price, "bid countered");
                     self.log(Event::Countered { provider: q.key, promise: pid, price_per_gib_month: c.price });
@@ -384,19 +415,19 @@ impl Agent {
                     self.log(Event::BidRefused { provider: q.key, promise: pid, reason: r.message.clone() });
                     let wait = if r.why == Refusal::Full { BACKOFF_BROKEN } else { BACKOFF };
                     self.back_off(q.peer, wait, format!("refused a bid: {}", r.message));
-                    return None;
+                    return Err(NoPromise::Elsewhere);
                 }
                 Ok(other) => {
                     self.back_off(q.peer, BACKOFF, format!("answered a bid with {other:?}"));
-                    return None;
+                    return Err(NoPromise::Elsewhere);
                 }
                 Err(e) => {
                     self.back_off(q.peer, BACKOFF, format!("unreachable: {e}"));
-                    return None;
+                    return Err(NoPromise::Elsewhere);
                 }
             }
         }
-        None
+        Err(NoPromise::Elsewhere)
     }
 
     /// Checks a promise a provider returned for our `terms` and keeps it.

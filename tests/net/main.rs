@@ -14,6 +14,7 @@
 #[path = "../drive/common.rs"]
 mod common;
 
+mod budget;
 mod cluster;
 mod discovery;
 mod garbage;
