@@ -311,10 +311,10 @@ impl Agent {
                 bids.push(((*q).clone(), part.to_vec()));
             }
         }
-        let results: Vec<(NodeKey, Vec<ChunkId>, Result<[u8; 32], NoPromise>)> = futures::stream::iter(bids)
+        let results: Vec<_> = futures::stream::iter(bids)
             .map(|(q, part)| async move {
                 let outcome = self.bid(cfg, &q, &part).await;
-                (q.key, part.iter().map(|(id, _)| *id).collect(), outcome)
+                (q.key, part.iter().map(|(id, _)| *id).collect::<Vec<ChunkId>>(), outcome)
             })
             .buffer_unordered(8)
             .collect()
