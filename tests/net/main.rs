@@ -22,3 +22,4 @@ mod market;
 mod node;
 mod placement;
 mod restart;
+mod signatures;

@@ -15,8 +15,12 @@
 //! cannot move when pactfs changes; `pactfs-put`/`pactfs-get` (in
 //! `pactfs_path`) are the pactfs library's own client against a real
 //! `pactfs provider` process.
+//!
+//! `probe` is no benchmark: the market tests run it against a real provider
+//! to see what it answers to replayed, forged and unauthorised requests.
 
 mod pactfs_path;
+mod probe;
 
 use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
@@ -85,6 +89,23 @@ enum Cmd {
     PactfsPut(PactfsArgs),
     /// Get back, verifying each, the chunks `pactfs-put` stored with the same seed.
     PactfsGet(PactfsArgs),
+    /// Send a `pactfs provider` requests it must refuse (a replayed bid,
+    /// uploads without a promise, fetches as someone else) and the ones it
+    /// must serve; prints each answer's kind as one JSON object.
+    Probe {
+        /// The provider's multiaddr, including /p2p/<peer id>.
+        #[arg(long)]
+        peer: Multiaddr,
+        /// The network mode of the probe's client nodes.
+        #[arg(long, value_enum, default_value_t = ProbeMode::Market)]
+        mode: ProbeMode,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProbeMode {
+    Hybrid,
+    Market,
 }
 
 #[derive(clap::Args)]
@@ -131,6 +152,13 @@ fn main() -> Result<()> {
             Cmd::TcpSend { addr, total, chunk } => tcp_send(&addr, total, chunk).await,
             Cmd::PactfsPut(a) => pactfs_path::put(a.addr, a.total, a.chunk, a.streams, a.seed).await,
             Cmd::PactfsGet(a) => pactfs_path::get(a.addr, a.total, a.chunk, a.streams, a.seed).await,
+            Cmd::Probe { peer, mode } => {
+                let mode = match mode {
+                    ProbeMode::Hybrid => pactfs::net::Mode::Hybrid,
+                    ProbeMode::Market => pactfs::net::Mode::Market,
+                };
+                probe::probe(peer, mode).await
+            }
         }
     })
 }
