@@ -361,12 +361,13 @@ impl Agent {
             let _reserved = match self.in_flight.reserve(committed, monthly, cfg.credits_per_month) {
                 Ok(r) => r,
                 Err(over) => {
+                    tracing::debug!(peer = %q.peer, bytes, monthly = %credits(monthly), "bid over the budget");
+                    // No sizes in it: the same while the same promises hold.
                     let why = format!(
-                        "budget: active promises and bids cost {} credits/month of {}; a bid for {} bytes needs {} more",
+                        "budget: active promises and bids in flight cost {} of {} credits/month and the chunks \
+                         waiting need more (raise [budget] credits_per_month)",
                         credits(over.committed + over.in_flight),
                         credits(cfg.credits_per_month),
-                        bytes,
-                        credits(monthly)
                     );
                     return Err(NoPromise::Budget { monthly, why });
                 }

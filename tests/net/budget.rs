@@ -90,7 +90,7 @@ fn budget(mode: Mode) {
     let log = c.client_log();
     let reasons: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("placement is waiting") && l.contains(" of 0.000;"))
+        .filter(|l| l.contains("placement is waiting") && l.contains(" of 0.000 credits/month"))
         .filter_map(|l| l.split_once("reason=").map(|(_, why)| why))
         .collect();
     assert!(!reasons.is_empty(), "the client never logged why placement waits on a budget of 0");

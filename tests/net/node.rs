@@ -213,6 +213,11 @@ pub struct Provider {
 }
 
 impl Provider {
+    /// `init`, the test config, then starts the node and waits until it answers.
+    pub fn start(name: &str, mode: Mode, bootstrap: &[String]) -> Provider {
+        Provider::start_with(name, mode, bootstrap, &ProviderSpec::default())
+    }
+
     /// `init`, the test config selling as `spec` says (price, capacity,
     /// faults), then starts the node and waits until it answers.
     pub fn start_with(name: &str, mode: Mode, bootstrap: &[String], spec: &ProviderSpec) -> Provider {

@@ -140,7 +140,7 @@ const PROBE_WANT: &[(&str, &str)] = &[
 ];
 
 fn probe(mode: Mode) {
-    let mut provider = Provider::start_with("P1", mode, &[], &ProviderSpec::default());
+    let mut provider = Provider::start("P1", mode, &[]);
     let mut command = Command::new(NETBENCH);
     command.args(["probe", "--peer", &provider.tcp, "--mode", mode.name()]);
     let out = output_of(&mut command);
