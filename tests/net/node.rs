@@ -43,7 +43,8 @@ impl Mode {
 
 /// How a test provider sells: its `[provider]` floor price and capacity,
 /// and the faults its process runs with (`PACTFS_FAULTS`, which only a
-/// `fault-injection` build reads: `tamper-ask`, `forge-promise`).
+/// `fault-injection` build reads: `tamper-ask`, `forge-promise`,
+/// `stale-ask`).
 #[derive(Clone, Debug)]
 pub struct ProviderSpec {
     /// Credits per GiB-month.
