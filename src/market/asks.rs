@@ -12,8 +12,9 @@
 //! space (XOR of provider key and chunk id; in market mode a rendezvous
 //! hash of the two, which spreads equals the same way). Newcomers (no
 //! record) are ranked by the same rule without the score and get
-//! `explore_share` of the replicas, and all of them when no provider has a
-//! record yet.
+//! `explore_share` of the replicas (counted only while a provider with a
+//! record could have taken them: see [`Explore`]), and all of them when no
+//! provider has a record yet.
 
 use crate::net::{Mode, node_key_of};
 use crate::promise::{Ask, NodeKey, Signed};
@@ -70,6 +71,35 @@ pub struct AskView {
     pub latency_ms: Option<f64>,
     /// Why selection skips it now, if it does.
     pub excluded: Option<String>,
+}
+
+/// The explore share's books: of the replicas placed while a provider with
+/// a record could have taken them, how many went to newcomers instead.
+/// Replicas placed while no provider has a record go to newcomers of
+/// necessity and are not counted: counted, they would starve the next
+/// newcomers until ten times as many replicas had been placed since.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Explore {
+    newcomers: u64,
+    total: u64,
+}
+
+impl Explore {
+    /// Whether the next replica goes to a newcomer first: always while no
+    /// provider has a record, else while newcomers have had less than
+    /// `share` of the replicas counted (this one included).
+    pub fn turn(&self, share: f64, any_recorded: bool, any_newcomer: bool) -> bool {
+        any_newcomer && (!any_recorded || (self.newcomers as f64) < share * (self.total + 1) as f64)
+    }
+
+    /// Counts a replica given to a newcomer or not, if a provider with a
+    /// record was there to take it.
+    pub fn count(&mut self, any_recorded: bool, to_newcomer: bool) {
+        if any_recorded {
+            self.total += 1;
+            self.newcomers += u64::from(to_newcomer);
+        }
+    }
 }
 
 /// Splits the usable quotes into providers with a record (at least
@@ -171,6 +201,27 @@ mod tests {
         let (mut rec, _, _) = candidates(&qs, &rep, |_| None, 0.5, 0);
         rank_for(&mut rec, &[0; 32], Mode::Hybrid);
         assert_eq!(rec[0].price(), 3000);
+    }
+
+    #[test]
+    fn newcomers_get_the_explore_share_once_others_have_records() {
+        let mut e = Explore::default();
+        // No record anywhere yet: every replica goes to newcomers, uncounted.
+        for _ in 0..300 {
+            assert!(e.turn(0.1, false, true));
+            e.count(false, true);
+        }
+        // Then a tenth of the replicas, from the first, go to newcomers.
+        let mut to_newcomers = 0;
+        for _ in 0..100 {
+            let explore = e.turn(0.1, true, true);
+            to_newcomers += u32::from(explore);
+            e.count(true, explore);
+        }
+        assert_eq!(to_newcomers, 10);
+        assert!(!e.turn(0.1, true, false), "no newcomer, no exploring");
+        assert!(!Explore::default().turn(0.0, true, true), "a share of 0 never explores");
+        assert!(Explore::default().turn(0.0, false, true), "but newcomers are all there is");
     }
 
     #[test]

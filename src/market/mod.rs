@@ -110,7 +110,7 @@ pub struct Agent {
     cursor: Mutex<Option<ChunkId>>,
     status: Mutex<AgentStatus>,
     /// Replicas given to newcomers, and in all (explore_share).
-    explored: Mutex<(u64, u64)>,
+    explored: Mutex<asks::Explore>,
     last_payment: Mutex<Option<Instant>>,
     /// Monthly cost of the bids awaiting an answer.
     in_flight: budget::InFlight,

@@ -256,8 +256,7 @@ impl Agent {
             asks::rank_for(&mut recorded, &id.0, self.mode);
             asks::rank_for(&mut newcomers, &id.0, self.mode);
             while chosen.len() < need {
-                let explore = !newcomers.is_empty()
-                    && (recorded.is_empty() || (explored.0 as f64) < cfg.explore_share * (explored.1 + 1) as f64);
+                let explore = explored.turn(cfg.explore_share, !recorded.is_empty(), !newcomers.is_empty());
                 let fits = |c: &&Candidate| {
                     !holders.contains(&c.quote.key.0)
                         && !chosen.contains(&c.quote.key)
@@ -272,8 +271,7 @@ impl Agent {
                     ));
                     break;
                 };
-                explored.1 += 1;
-                explored.0 += u64::from(c.newcomer);
+                explored.count(!recorded.is_empty(), c.newcomer);
                 if let Some(f) = free.get_mut(&c.quote.key) {
                     *f -= *len;
                 }

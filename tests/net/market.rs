@@ -7,15 +7,16 @@
 //!   provider past its capacity, and the client's active promises cost at
 //!   most its `credits_per_month` (and at least what the providers hold is
 //!   worth at their floor prices, so the client's count is not too low).
-//! * `cheapest_first`: prices 1, 2, 3, 8 and 9 credits and room for all:
-//!   the three cheapest hold nearly every replica. What the rule guarantees
-//!   (`market::asks`, `Agent::assign`): while no provider has a record, all
-//!   replicas go to the newcomers ranked by price, so the first pass gives
-//!   everything to the three cheapest and they earn records; from then on
-//!   newcomers get only the explore share (0.1) of replicas, counted since
-//!   the start, and a dear newcomer that earns a record ranks below the
-//!   cheap ones (fewer kept promises, so a lower or equal reputation tier,
-//!   and a higher price). Asserted: each of the three cheapest holds more
+//! * `cheapest_first`: prices 1, 2, 3, 8 and 9 credits and room for all.
+//!   What the rule guarantees (`market::asks`, `Agent::assign`): while no
+//!   provider has a record, every replica goes to the newcomers ranked by
+//!   price, so a first file goes to the three cheapest and they earn
+//!   records; from then on newcomers get the explore share (0.1) of the
+//!   replicas, the cheapest newcomer first, and a dear newcomer that earns a
+//!   record ranks below the cheap ones (fewer kept promises, so a lower or
+//!   equal reputation tier, and a higher price). So when the tree follows,
+//!   about a tenth of its replicas go to the dearer two, taken from the
+//!   third-cheapest's share. Asserted: each of the three cheapest holds more
 //!   chunks than each of the two dearest, and the two dearest together hold
 //!   at most a quarter of the replicas.
 //! * `full_provider_refuses`: the cheapest provider sells only 2 MiB, and
@@ -168,7 +169,11 @@ fn cheapest_first(mode: Mode) {
     let prices = [8.0, 2.0, 9.0, 1.0, 3.0];
     let specs: Vec<ProviderSpec> = prices.iter().map(|&p| ProviderSpec::new(p, GIB)).collect();
     let mut c = Cluster::start_with(mode, &specs, &budget_toml(1000.0));
+    c.wait_providers_known(c.providers.len());
+    let first = write_files(&c.client, &[("first", 41, MIB)]);
+    c.wait_placed();
     let (chunks, counts) = copy_and_place(&mut c);
+    assert_files(&first);
 
     let mut by_price: Vec<(f64, &str, u64)> =
         c.providers.iter().zip(&counts).map(|(p, &n)| (p.spec.price, p.name.as_str(), n)).collect();
