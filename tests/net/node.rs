@@ -264,7 +264,20 @@ impl Provider {
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot start `pactfs provider`: {e}", self.name));
         self.child = Some(child);
-        let info = self.info();
+        // The TCP and QUIC listeners come up one after the other.
+        let name = self.name.clone();
+        let info = poll(&format!("{name} to report both a TCP and a QUIC listen address"), || {
+            let info = self.info();
+            let listening = |tcp| {
+                info["listen"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|a| if tcp { a.contains("/tcp/") } else { a.contains("/quic-v1") })
+            };
+            if listening(true) && listening(false) { Ok(info) } else { Err(info.to_string()) }
+        });
         self.peer_id = text(&info, "peer_id").to_owned();
         self.tcp = listen_addr(&info, true);
         self.quic = listen_addr(&info, false);
