@@ -7,7 +7,8 @@
 //! names, that provider is the peer it came from, and not expired.
 //!
 //! Ranking, per chunk: providers with a record whose score is at least
-//! `min_reputation`, best score tier first (tiers of 0.1), then cheapest,
+//! `min_reputation`, trusted ones first (score at least [`TRUSTED`]: two
+//! promises kept and none broken lately), then cheapest,
 //! then lowest latency (5 ms steps), then closest to the chunk in the key
 //! space (XOR of provider key and chunk id; in market mode a rendezvous
 //! hash of the two, which spreads equals the same way). Newcomers (no
@@ -21,6 +22,12 @@ use crate::reputation::Record;
 use libp2p::PeerId;
 use serde::Serialize;
 use std::collections::HashMap;
+
+/// The score from which a provider competes on price with every other
+/// trusted one. One tier, not many: finer tiers made seniority beat price
+/// for good (a newcomer with two kept promises could never undercut an
+/// incumbent with twenty).
+pub const TRUSTED: f64 = 0.75;
 
 /// A checked ask and what else the client knows of its provider.
 #[derive(Clone, Debug)]
@@ -102,7 +109,7 @@ pub fn candidates(
 
 /// Orders candidates for one chunk, best first.
 pub fn rank_for(cands: &mut [Candidate], chunk: &[u8; 32], mode: Mode) {
-    let tier = |c: &Candidate| (c.score * 10.0).floor() as i64;
+    let tier = |c: &Candidate| i64::from(c.score >= TRUSTED);
     let lat = |c: &Candidate| c.quote.latency_ms.map_or(u64::MAX, |l| (l / 5.0) as u64);
     let dist = |c: &Candidate| -> [u8; 32] {
         match mode {

@@ -61,13 +61,7 @@ impl Agent {
         let ask = &q.ask.body;
         let duration = cfg.promise_duration.clamp(ask.min_duration, ask.max_duration.max(ask.min_duration));
         let mut price = ask.price_per_gib_month;
-        self.log(Event::AskTaken {
-            provider: q.key,
-            ask: q.ask.hash(),
-            price_per_gib_month: ask.price_per_gib_month,
-            price_per_gib_retrieval: ask.price_per_gib_retrieval,
-        });
-        for _attempt in 0..2 {
+        for attempt in 0..2 {
             if price > cfg.max_price_per_gib_month {
                 let why = format!("asks {} above the maximum price", credits(price));
                 *lock(&self.bid_blocked) = Some(format!("market too dear: a provider {why}"));
@@ -76,27 +70,33 @@ impl Agent {
             }
             let monthly = storage_cost(bytes, price, MONTH_SECS);
             let now = unix_now();
-            // Bids run side by side: each reserves its monthly cost until
-            // its promise counts among the held ones (or it fails).
-            let _reservation = {
-                let committed = super::committed(&lock(&self.held), now);
-                let mut reserved = lock(&self.reserved);
-                if committed + *reserved + monthly > cfg.credits_per_month {
-                    drop(reserved);
+            // Held until the answer is in (a promise won by then counts as
+            // committed): the bids in flight together stay within the budget.
+            let committed = || super::committed(&lock(&self.held), now);
+            let _reserved = match self.in_flight.reserve(committed, monthly, cfg.credits_per_month) {
+                Ok(r) => r,
+                Err(over) => {
                     // One message for every bid the budget stops (no sizes
                     // in it): logged on each change and shown by `status`.
                     tracing::debug!(peer = %q.peer, bytes, monthly = %credits(monthly), "bid over the budget");
                     *lock(&self.bid_blocked) = Some(format!(
-                        "budget: active promises cost {} of {} credits/month and the chunks waiting need more \
-                         (raise [budget] credits_per_month)",
-                        credits(committed),
+                        "budget: active promises and bids cost {} of {} credits/month and the chunks waiting need \
+                         more (raise [budget] credits_per_month)",
+                        credits(over.committed + over.in_flight),
                         credits(cfg.credits_per_month),
                     ));
                     return None;
                 }
-                *reserved += monthly;
-                Reservation(&self.reserved, monthly)
             };
+            if attempt == 0 {
+                // Only an ask acted on is worth an entry.
+                self.log(Event::AskTaken {
+                    provider: q.key,
+                    ask: q.ask.hash(),
+                    price_per_gib_month: ask.price_per_gib_month,
+                    price_per_gib_retrieval: ask.price_per_gib_retrieval,
+                });
+            }
             let terms = Terms {
                 kind: PromiseKind::Storage,
                 client: self.me,
@@ -179,15 +179,5 @@ impl Agent {
         tracing::warn!(peer = %q.peer, cause = %why, "refused a promise");
         self.update_reputation(q.key, false);
         self.back_off(q.peer, BACKOFF_BROKEN, why.to_string());
-    }
-}
-
-/// Budget held by a bid in flight; released when the bid is done.
-struct Reservation<'a>(&'a std::sync::Mutex<u64>, u64);
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        let mut r = lock(self.0);
-        *r = r.saturating_sub(self.1);
     }
 }

@@ -13,6 +13,7 @@
 mod asks;
 mod assign;
 mod bid;
+mod budget;
 mod held;
 mod pay;
 mod place;
@@ -119,8 +120,10 @@ pub struct Agent {
     /// Replicas given to newcomers, and in all (explore_share).
     explored: Mutex<(u64, u64)>,
     last_payment: Mutex<Option<Instant>>,
-    /// Monthly cost of bids in flight, not yet promises.
-    reserved: Mutex<u64>,
+    /// The last reason each provider's ask was refused (to log it once).
+    refused_asks: Mutex<HashMap<PeerId, String>>,
+    /// Monthly cost of the bids awaiting an answer.
+    in_flight: budget::InFlight,
     /// Why a bid of this pass was not made (budget, price).
     bid_blocked: Mutex<Option<String>>,
 }
@@ -169,7 +172,8 @@ impl Agent {
             status: Mutex::default(),
             explored: Mutex::default(),
             last_payment: Mutex::default(),
-            reserved: Mutex::default(),
+            in_flight: budget::InFlight::default(),
+            refused_asks: Mutex::default(),
             bid_blocked: Mutex::default(),
         })
     }

@@ -67,7 +67,11 @@ impl Agent {
                 true
             }
             Err(why) => {
-                tracing::warn!(%peer, cause = %why, "refused an ask");
+                // Once per provider and reason: a bad ask comes back with
+                // every gossip round.
+                if lock(&self.refused_asks).insert(peer, why.clone()).as_ref() != Some(&why) {
+                    tracing::warn!(%peer, cause = %why, "refused an ask");
+                }
                 lock(&self.quotes).remove(&peer);
                 self.back_off(peer, BACKOFF_BROKEN, why);
                 false

@@ -366,11 +366,12 @@ fn faults() -> Faults {
             match name.trim() {
                 "tamper-ask" => f.tamper_ask = true,
                 "forge-promise" => f.forge_promise = true,
+                "stale-ask" => f.stale_ask = true,
                 "" => {}
                 other => tracing::warn!(fault = other, "unknown fault ignored"),
             }
         }
-        if f.tamper_ask || f.forge_promise {
+        if f.tamper_ask || f.forge_promise || f.stale_ask {
             tracing::warn!(faults = ?f, "fault injection on");
         }
     }

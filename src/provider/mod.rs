@@ -45,6 +45,10 @@ pub struct Faults {
     pub tamper_ask: bool,
     /// Answer bids with a promise signed by a key not its own.
     pub forge_promise: bool,
+    /// Publish asks that offer the whole capacity as free, as an ask signed
+    /// before the room was sold would: a client that trusts it bids for
+    /// room that is gone.
+    pub stale_ask: bool,
 }
 
 /// What `pactfs node info` shows of a provider.

@@ -191,3 +191,21 @@ fn a_renewal_replaces_its_promise_in_the_capacity() {
     assert_eq!(p.serve(&client.node_key(), get), Response::Chunk(b));
     assert_eq!(p.sweep(renewal.terms.expiry + 1), 1);
 }
+
+#[test]
+fn a_stale_ask_offers_room_that_bids_then_find_gone() {
+    // The `stale-ask` fault: the ask keeps offering the whole capacity, but
+    // bids are still held to what is left.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path(), 0, 0).unwrap());
+    let faults = Faults { stale_ask: true, ..Faults::default() };
+    let p = Provider::new(store, Signer::from_seed(&[1; 32]), terms(1 << 20), faults, None).unwrap();
+    let client = Signer::from_seed(&[2; 32]);
+    let (a, b) = (body(700_000, 1), body(700_000, 2));
+    promise(p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&a], 2 * MILLI, 1))));
+    assert_eq!(p.make_ask(&[]).body.free_bytes, 1 << 20, "the stale ask still offers everything");
+    let price = p.make_ask(&[]).body.price_per_gib_month;
+    let answer = p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b], price, 2)));
+    assert_eq!(refusal(answer), Refusal::Full);
+    assert_eq!(p.stats().committed, 700_000);
+}

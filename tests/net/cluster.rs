@@ -1,4 +1,4 @@
-//! A `Cluster`: four providers and one mounted client (the drive tests'
+//! A `Cluster`: providers (four by default) and one mounted client (the drive tests'
 //! `Drive` guard) in one network mode, and what tests ask of it as a whole:
 //! the client's `stats`, `peers` and `scrub`, placement, provider counts.
 //!
@@ -13,8 +13,8 @@ use serde_json::Value;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// P1 (no bootstrap), P2..P4 (bootstrap from P1's TCP address) and a mounted
-/// client (bootstrap from P1 only), all in one network mode.
+/// P1 (no bootstrap), P2..Pn (bootstrap from P1's TCP address) and a
+/// mounted client (bootstrap from P1 only), all in one network mode.
 pub struct Cluster {
     pub mode: Mode,
     /// Dropped (killed) before the client is unmounted (field order).
@@ -24,14 +24,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// `PROVIDERS` providers as `ProviderSpec::default()` says, and a client
+    /// with the default budget.
     pub fn start(mode: Mode) -> Cluster {
-        let mut providers = vec![Provider::start("P1", mode, &[])];
+        Cluster::start_with(mode, &vec![ProviderSpec::default(); PROVIDERS], "")
+    }
+
+    /// One provider per spec (P1 first) and a client whose config.toml ends
+    /// with `client_extra` (whole TOML sections, such as `[budget]`).
+    pub fn start_with(mode: Mode, specs: &[ProviderSpec], client_extra: &str) -> Cluster {
+        assert!(!specs.is_empty(), "a cluster needs a provider to bootstrap from");
+        let mut providers = vec![Provider::start_with("P1", mode, &[], &specs[0])];
         let seed = vec![providers[0].tcp.clone()];
-        for n in 2..=PROVIDERS {
-            providers.push(Provider::start(&format!("P{n}"), mode, &seed));
+        for (n, spec) in specs.iter().enumerate().skip(1) {
+            providers.push(Provider::start_with(&format!("P{}", n + 1), mode, &seed, spec));
         }
         let mut client = Drive::new();
-        fs::write(&client.config, config_toml(mode, false, &seed)).expect("write client config.toml");
+        fs::write(&client.config, node_toml(mode, None, &seed, client_extra)).expect("write client config.toml");
         client.mount();
         let (home, pid) = (client.home.clone(), client.pid().expect("a mounted client has a daemon pid"));
         let info = wait_node_info("the client", &home, mode, || {
@@ -45,7 +54,7 @@ impl Cluster {
         ids.push(&client_peer_id);
         ids.sort();
         ids.dedup();
-        assert_eq!(ids.len(), PROVIDERS + 1, "every node has its own peer id: {ids:?}");
+        assert_eq!(ids.len(), specs.len() + 1, "every node has its own peer id: {ids:?}");
         Cluster { mode, providers, client, client_peer_id }
     }
 
@@ -56,6 +65,35 @@ impl Cluster {
     /// `stats --json` of the client.
     pub fn stats(&self) -> Value {
         ask_json(self.client_home(), &["stats", "--json"]).unwrap_or_else(|e| panic!("client stats:\n{e}"))
+    }
+
+    /// `node info --json` of the client.
+    pub fn client_info(&self) -> Value {
+        ask_json(self.client_home(), &["node", "info", "--json"]).unwrap_or_else(|e| panic!("client node info:\n{e}"))
+    }
+
+    /// The placement agent's status (`placement` of the client's `node info`).
+    pub fn placement(&self) -> Value {
+        let info = self.client_info();
+        assert!(info["placement"].is_object(), "a mounted client reports its placement: {info}");
+        info["placement"].clone()
+    }
+
+    /// Waits until the client's agent knows `n` providers. The agent fetches
+    /// the ask of every provider it knows without a fresh one in the same
+    /// pass that counts them, so a test that writes only after this wait
+    /// lets the first placement pass choose among all of them.
+    pub fn wait_providers_known(&self, n: usize) -> Value {
+        poll(&format!("the client's agent to know all {n} providers (placement.providers_known)"), || {
+            let placement = self.placement();
+            if num(&placement, "providers_known") == n as u64 { Ok(placement) } else { Err(placement.to_string()) }
+        })
+    }
+
+    /// The client daemon's log so far.
+    pub fn client_log(&self) -> String {
+        let log = self.client_home().join("pactfs.log");
+        fs::read_to_string(&log).unwrap_or_else(|e| panic!("read the client's log {}: {e}", log.display()))
     }
 
     /// `peers --json` of the client.

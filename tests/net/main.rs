@@ -1,7 +1,8 @@
-//! Integration tests of the network layer: four real provider processes and
-//! one real mounted client on 127.0.0.1, talking libp2p over TCP and QUIC,
-//! each scenario in both network modes (`hybrid`: DHT plus market; `market`:
-//! no DHT). One binary made of modules, to cut link time.
+//! Integration tests of the network layer: real provider processes (four,
+//! or in the market's tests five with their own prices, capacities and
+//! faults) and one real mounted client on 127.0.0.1, talking libp2p over
+//! TCP and QUIC, each scenario in both network modes (`hybrid`: DHT plus
+//! market; `market`: no DHT). One binary made of modules, to cut link time.
 //!
 //! As in the drive tests, every process and mount belongs to a guard that
 //! cleans up on success and panic alike, waits poll a condition with a
@@ -14,11 +15,15 @@
 #[path = "../drive/common.rs"]
 mod common;
 
+mod budget;
 mod cluster;
 mod discovery;
 mod garbage;
 mod ledger;
+mod market;
+mod market_ledger;
 mod node;
 mod placement;
 mod restart;
+mod signatures;
 mod status;

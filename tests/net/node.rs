@@ -41,15 +41,48 @@ impl Mode {
     }
 }
 
-/// The whole config.toml of a test node (replacing the one `init` wrote).
-pub fn config_toml(mode: Mode, provider: bool, bootstrap: &[String]) -> String {
+/// How a test provider sells: its `[provider]` floor price and capacity,
+/// and the faults its process runs with (`PACTFS_FAULTS`, which only a
+/// `fault-injection` build reads: `tamper-ask`, `forge-promise`,
+/// `stale-ask`).
+#[derive(Clone, Debug)]
+pub struct ProviderSpec {
+    /// Credits per GiB-month.
+    pub price: f64,
+    /// Bytes.
+    pub capacity: u64,
+    /// Comma-separated fault names; empty for an honest provider.
+    pub faults: &'static str,
+}
+
+impl Default for ProviderSpec {
+    fn default() -> ProviderSpec {
+        ProviderSpec { price: 1.0, capacity: GIB, faults: "" }
+    }
+}
+
+impl ProviderSpec {
+    /// An honest provider at `price` credits per GiB-month with `capacity` bytes.
+    pub fn new(price: f64, capacity: u64) -> ProviderSpec {
+        ProviderSpec { price, capacity, faults: "" }
+    }
+}
+
+/// The whole config.toml of a test node (replacing the one `init` wrote): a
+/// provider selling as `provider` says, or a client (`None`); `extra` is
+/// TOML appended as is (whole sections, such as a client's `[budget]`).
+pub fn node_toml(mode: Mode, provider: Option<&ProviderSpec>, bootstrap: &[String], extra: &str) -> String {
     let bootstrap: Vec<String> = bootstrap.iter().map(|addr| format!("\"{addr}\"")).collect();
+    let spec = provider.cloned().unwrap_or_default();
     format!(
         "[storage]\nreplication = {REPLICATION}\n\n\
-         [provider]\nenabled = {provider}\ncapacity = \"1GiB\"\n\n\
+         [provider]\nenabled = {}\ncapacity = \"{}B\"\nprice_per_gib_month = {:?}\n\n\
          [network]\nmode = \"{}\"\n\
          listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\n\
-         bootstrap = [{}]\nmdns = false\n",
+         bootstrap = [{}]\nmdns = false\n{extra}",
+        provider.is_some(),
+        spec.capacity,
+        spec.price,
         mode.name(),
         bootstrap.join(", ")
     )
@@ -172,6 +205,8 @@ pub struct Provider {
     pub log: PathBuf,
     child: Option<Child>,
     pub mode: Mode,
+    /// What it sells, and its faults.
+    pub spec: ProviderSpec,
     pub peer_id: String,
     /// TCP and QUIC listen multiaddrs (with /p2p/) of the current process.
     pub tcp: String,
@@ -181,11 +216,17 @@ pub struct Provider {
 impl Provider {
     /// `init`, the test config, then starts the node and waits until it answers.
     pub fn start(name: &str, mode: Mode, bootstrap: &[String]) -> Provider {
+        Provider::start_with(name, mode, bootstrap, &ProviderSpec::default())
+    }
+
+    /// `init`, the test config selling as `spec` says (price, capacity,
+    /// faults), then starts the node and waits until it answers.
+    pub fn start_with(name: &str, mode: Mode, bootstrap: &[String], spec: &ProviderSpec) -> Provider {
         let dir = tempfile::Builder::new().prefix("pactfs-net-").tempdir().expect("create temp home");
         let home = dir.path().canonicalize().expect("canonicalize temp home");
         let init = ask(&home, &["init"]);
         assert_eq!(init.code, Some(0), "{name}: pactfs init failed:\n{}", init.text);
-        fs::write(home.join("config.toml"), config_toml(mode, true, bootstrap)).expect("write config.toml");
+        fs::write(home.join("config.toml"), node_toml(mode, Some(spec), bootstrap, "")).expect("write config.toml");
         let mut provider = Provider {
             name: name.to_owned(),
             log: home.join("provider.log"),
@@ -193,6 +234,7 @@ impl Provider {
             home,
             child: None,
             mode,
+            spec: spec.clone(),
             peer_id: String::new(),
             tcp: String::new(),
             quic: String::new(),
@@ -201,7 +243,7 @@ impl Provider {
         let info = provider.info();
         assert_eq!(text(&info, "role"), "provider", "{name}: {info}");
         assert_eq!(num(&info, "provider.chunks"), 0, "{name}: a fresh provider holds nothing: {info}");
-        assert_eq!(num(&info, "provider.capacity"), GIB, "{name}: capacity is the configured 1GiB: {info}");
+        assert_eq!(num(&info, "provider.capacity"), spec.capacity, "{name}: capacity is the configured one: {info}");
         provider
     }
 
@@ -215,13 +257,27 @@ impl Provider {
             .arg(&self.home)
             .arg("provider")
             .env_remove("PACTFS_HOME")
+            .env("PACTFS_FAULTS", self.spec.faults)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log fd"))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot start `pactfs provider`: {e}", self.name));
         self.child = Some(child);
-        let info = self.info();
+        // The TCP and QUIC listeners come up one after the other.
+        let name = self.name.clone();
+        let info = poll(&format!("{name} to report both a TCP and a QUIC listen address"), || {
+            let info = self.info();
+            let listening = |tcp| {
+                info["listen"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|a| if tcp { a.contains("/tcp/") } else { a.contains("/quic-v1") })
+            };
+            if listening(true) && listening(false) { Ok(info) } else { Err(info.to_string()) }
+        });
         self.peer_id = text(&info, "peer_id").to_owned();
         self.tcp = listen_addr(&info, true);
         self.quic = listen_addr(&info, false);

@@ -15,8 +15,12 @@
 //! cannot move when pactfs changes; `pactfs-put`/`pactfs-get` (in
 //! `pactfs_path`) are the pactfs library's own client against a real
 //! `pactfs provider` process.
+//!
+//! `probe` is no benchmark: the market tests run it against a real provider
+//! to see what it answers to replayed, forged and unauthorised requests.
 
 mod pactfs_path;
+mod probe;
 
 use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
@@ -54,11 +58,12 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         listen_port: u16,
     },
-    /// Send --total bytes to a raw-serve over --streams concurrent streams.
+    /// Send --total bytes to a raw-serve over --streams concurrent streams;
+    /// with several --addr, --total to each of them at once.
     RawSend {
         /// Full multiaddr including /p2p/<peer id>, as raw-serve printed it.
-        #[arg(long)]
-        addr: Multiaddr,
+        #[arg(long, required = true)]
+        addr: Vec<Multiaddr>,
         #[arg(long, value_parser = parse_size)]
         total: u64,
         #[arg(long, value_parser = parse_size)]
@@ -85,6 +90,23 @@ enum Cmd {
     PactfsPut(PactfsArgs),
     /// Get back, verifying each, the chunks `pactfs-put` stored with the same seed.
     PactfsGet(PactfsArgs),
+    /// Send a `pactfs provider` requests it must refuse (a replayed bid,
+    /// uploads without a promise, fetches as someone else) and the ones it
+    /// must serve; prints each answer's kind as one JSON object.
+    Probe {
+        /// The provider's multiaddr, including /p2p/<peer id>.
+        #[arg(long)]
+        peer: Multiaddr,
+        /// The network mode of the probe's client nodes.
+        #[arg(long, value_enum, default_value_t = ProbeMode::Market)]
+        mode: ProbeMode,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProbeMode {
+    Hybrid,
+    Market,
 }
 
 #[derive(clap::Args)]
@@ -131,6 +153,13 @@ fn main() -> Result<()> {
             Cmd::TcpSend { addr, total, chunk } => tcp_send(&addr, total, chunk).await,
             Cmd::PactfsPut(a) => pactfs_path::put(a.addr, a.total, a.chunk, a.streams, a.seed).await,
             Cmd::PactfsGet(a) => pactfs_path::get(a.addr, a.total, a.chunk, a.streams, a.seed).await,
+            Cmd::Probe { peer, mode } => {
+                let mode = match mode {
+                    ProbeMode::Hybrid => pactfs::net::Mode::Hybrid,
+                    ProbeMode::Market => pactfs::net::Mode::Market,
+                };
+                probe::probe(peer, mode).await
+            }
         }
     })
 }
@@ -200,30 +229,41 @@ async fn raw_serve(transport: Transport, port: u16) -> Result<()> {
     }
 }
 
-async fn raw_send(addr: Multiaddr, total: u64, chunk: u64, streams: u64) -> Result<()> {
+async fn raw_send(addrs: Vec<Multiaddr>, total: u64, chunk: u64, streams: u64) -> Result<()> {
     ensure!(streams > 0, "--streams must be at least 1");
-    let peer = match addr.iter().last() {
-        Some(Protocol::P2p(p)) => p,
-        _ => bail!("--addr {addr} does not end in /p2p/<peer id>"),
-    };
-    let transport = if addr.iter().any(|p| matches!(p, Protocol::QuicV1)) { "quic" } else { "tcp" };
+    let mut peers = Vec::with_capacity(addrs.len());
+    for addr in &addrs {
+        match addr.iter().last() {
+            Some(Protocol::P2p(p)) => peers.push(p),
+            _ => bail!("--addr {addr} does not end in /p2p/<peer id>"),
+        }
+    }
+    let transport = if addrs.iter().any(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1))) { "quic" } else { "tcp" };
     let payload = payload(total, chunk)?;
 
     let mut swarm = new_swarm()?;
-    swarm.dial(addr.clone()).with_context(|| format!("dialling {addr}"))?;
+    for addr in &addrs {
+        swarm.dial(addr.clone()).with_context(|| format!("dialling {addr}"))?;
+    }
     // Connection setup (handshakes) is not part of the measurement: wait for it.
     let connected = async {
-        loop {
+        let mut waiting: std::collections::HashSet<PeerId> = peers.iter().copied().collect();
+        while !waiting.is_empty() {
             match swarm.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => return Ok(()),
-                SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dialling {addr}: {error}"),
+                SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                    waiting.remove(&peer_id);
+                }
+                SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                    bail!("dialling {peer_id:?}: {error}")
+                }
                 _ => {}
             }
         }
+        Ok(())
     };
     tokio::time::timeout(Duration::from_secs(30), connected)
         .await
-        .with_context(|| format!("no connection to {addr} within 30 s"))??;
+        .with_context(|| format!("no connection to every one of {addrs:?} within 30 s"))??;
     let mut control = swarm.behaviour().new_control();
     // The swarm must keep being polled for the connection to make progress.
     // (The process exits right after the transfer: no clean close, which
@@ -242,8 +282,10 @@ async fn raw_send(addr: Multiaddr, total: u64, chunk: u64, streams: u64) -> Resu
     // open_accepted) do not queue behind data.
     let mut opened = Vec::new();
     let mut dropped = 0;
-    for share in split(total, streams) {
-        opened.push((open_accepted(&mut control, peer, &mut dropped).await?, share));
+    for &peer in &peers {
+        for share in split(total, streams) {
+            opened.push((open_accepted(&mut control, peer, &mut dropped).await?, share));
+        }
     }
     let tasks: Vec<_> = opened
         .into_iter()

@@ -35,11 +35,20 @@ fn chunks(seed: u64, count: u64, size: usize) -> Vec<(ChunkId, Vec<u8>)> {
 }
 
 async fn connect(addr: &Multiaddr, seed: u64) -> Result<(net::NetHandle, libp2p::PeerId, Signer)> {
+    connect_as(addr, *blake3::hash(&seed.to_le_bytes()).as_bytes(), Mode::Market).await
+}
+
+/// A client node with identity `identity_seed`, in `mode`, connected to the
+/// provider at `addr` (which names it with /p2p/).
+pub(super) async fn connect_as(
+    addr: &Multiaddr,
+    identity_seed: [u8; 32],
+    mode: Mode,
+) -> Result<(net::NetHandle, libp2p::PeerId, Signer)> {
     let provider = net::peer_of_addr(addr).context("the address needs a /p2p/<peer id> suffix")?;
-    let identity_seed = *blake3::hash(&seed.to_le_bytes()).as_bytes();
     let cfg = NetConfig {
         identity_seed,
-        mode: Mode::Market,
+        mode,
         role: Role::Client,
         listen: vec![],
         bootstrap: vec![addr.clone()],
