@@ -193,14 +193,21 @@ impl Bid {
     /// What a provider (`me`) checks of a bid from `sender` (the
     /// connection's authenticated peer): signed by the sender, for me.
     pub fn check_bid(&self, sender: &NodeKey, me: &NodeKey) -> Result<(), PromiseError> {
-        if self.body.client != *sender {
-            return Err(PromiseError::WrongSigner);
-        }
-        if self.body.provider != *me {
-            return Err(PromiseError::WrongAudience);
-        }
+        from_client_to_me(&self.body.client, &self.body.provider, sender, me)?;
         self.verify_by(sender)
     }
+}
+
+/// A client's statement names the sending peer as its client and this
+/// provider as its audience.
+fn from_client_to_me(client: &NodeKey, provider: &NodeKey, sender: &NodeKey, me: &NodeKey) -> Result<(), PromiseError> {
+    if client != sender {
+        return Err(PromiseError::WrongSigner);
+    }
+    if provider != me {
+        return Err(PromiseError::WrongAudience);
+    }
+    Ok(())
 }
 
 /// A client's cumulative payment to one provider: `total` is everything
@@ -216,13 +223,9 @@ pub struct Cheque {
 }
 
 impl Signed<Cheque> {
+    /// As [`Bid::check_bid`], for a cheque.
     pub fn check_cheque(&self, sender: &NodeKey, me: &NodeKey) -> Result<(), PromiseError> {
-        if self.body.client != *sender {
-            return Err(PromiseError::WrongSigner);
-        }
-        if self.body.provider != *me {
-            return Err(PromiseError::WrongAudience);
-        }
+        from_client_to_me(&self.body.client, &self.body.provider, sender, me)?;
         self.verify_by(sender)
     }
 }
