@@ -101,6 +101,27 @@ impl Book {
         self.sold.iter().find(|(_, s)| fits(s)).map(|(id, _)| *id)
     }
 
+    /// The promise an upload may go under: the one it names, or the
+    /// renewal that took its place, live, of `client`, covering `chunk`.
+    /// Stricter than [`Book::authorizing`]: bytes are stored only under
+    /// the promise the client chose.
+    pub fn storing_under(&self, client: &NodeKey, named: &[u8; 32], chunk: &[u8; 32], now: u64) -> Option<[u8; 32]> {
+        let mut cur = *named;
+        // A renewal chain is short; the bound only guards against a loop.
+        for _ in 0..16 {
+            let s = self.sold.get(&cur)?;
+            let t = &s.record.promise.terms;
+            if t.client != *client {
+                return None;
+            }
+            if now <= t.expiry && s.chunks.contains(chunk) && s.record.renewed_by.is_none() {
+                return Some(cur);
+            }
+            cur = s.record.renewed_by?;
+        }
+        None
+    }
+
     /// What `client` has accrued over all its promises until `at`.
     pub fn accrued_by(&self, client: &NodeKey, at: u64) -> u64 {
         self.sold

@@ -172,8 +172,11 @@ impl Provider {
         let now = unix_now();
         let id = ChunkId(m.id);
         let len = m.body.len() as u64;
-        let Some(promise) = self.book().authorizing(from, &m.promise, &m.id, now) else {
-            return Response::refused(Refusal::Unauthorized, "no live promise of this client covers the chunk");
+        let Some(promise) = self.book().storing_under(from, &m.promise, &m.id, now) else {
+            return Response::refused(
+                Refusal::Unauthorized,
+                "the named promise is not a live one of this client covering the chunk",
+            );
         };
         if !id.verifies(&m.body) {
             return Response::refused(Refusal::BadChunk, "the chunk does not hash to its id");

@@ -209,3 +209,26 @@ fn a_stale_ask_offers_room_that_bids_then_find_gone() {
     assert_eq!(refusal(answer), Refusal::Full);
     assert_eq!(p.stats().committed, 700_000);
 }
+
+#[test]
+fn an_upload_goes_under_the_promise_it_names_or_its_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(dir.path(), 64 << 20);
+    let client = Signer::from_seed(&[2; 32]);
+    let (b1, b2) = (body(100_000, 1), body(100_000, 2));
+    let first = promise(p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b1], 10 * MILLI, 1))));
+    let second = promise(p.serve(&client.node_key(), Request::Bid(bid_for(&client, &p, &[&b2], 10 * MILLI, 2))));
+    // b2 is covered, but by another promise than the one named.
+    assert_eq!(refusal(put(&p, &client, first.id(), &b2)), Refusal::Unauthorized);
+    assert!(matches!(put(&p, &client, second.id(), &b2), Response::Stored(_)));
+    // After a renewal, the old id still leads to the promise in force.
+    let mut t = bid_for(&client, &p, &[&b1], 10 * MILLI, 3).body;
+    t.start = first.terms.expiry;
+    t.expiry = first.terms.expiry + 30 * DAY;
+    t.renews = Some(first.id());
+    let renewal = promise(p.serve(&client.node_key(), Request::Bid(client.sign(t))));
+    match put(&p, &client, first.id(), &b1) {
+        Response::Stored(r) => assert_eq!(r.body.promise, renewal.id()),
+        other => panic!("expected a receipt under the renewal, got {other:?}"),
+    }
+}
