@@ -126,15 +126,7 @@ pub fn add_spent(store: &Store, month: &str, amount: u64) -> Result<u64, StoreEr
 
 /// The calendar month (UTC) of a unix time, as "YYYY-MM".
 pub fn month_of(unix: u64) -> String {
-    // Howard Hinnant's civil-from-days.
-    let z = (unix / 86400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, _) = crate::ledger::view::civil_from_days(unix / 86400);
     format!("{y:04}-{m:02}")
 }
 

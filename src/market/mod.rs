@@ -24,7 +24,7 @@ pub use asks::AskView;
 pub use held::{Held, State, month_of};
 pub use scrub::{ScrubReport, scrub};
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, hex};
 use crate::ledger::{Event, Ledger};
 use crate::net::{Mode, NetHandle};
 use crate::promise::{NodeKey, Signer, credits, unix_now};
@@ -437,10 +437,6 @@ fn committed(held: &HashMap<[u8; 32], Held>, now: u64) -> u64 {
         .filter(|h| h.state == State::Active && h.promise.terms.expiry > now)
         .map(|h| h.promise.terms.monthly_cost())
         .sum()
-}
-
-pub fn hex(id: &[u8; 32]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn rand_nonce() -> u64 {

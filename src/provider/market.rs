@@ -4,7 +4,7 @@
 
 use super::book::{Sold, SoldRecord};
 use super::{Provider, internal, pricing};
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, hex};
 use crate::codec;
 use crate::net::proto::Counter;
 use crate::net::{Refusal, Response};
@@ -298,8 +298,4 @@ impl Provider {
         }
         dropped
     }
-}
-
-pub fn hex(id: &[u8; 32]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
 }

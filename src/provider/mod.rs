@@ -99,7 +99,7 @@ impl Provider {
         let mut book = Book::default();
         for (id, bytes) in store.promises()? {
             let record = SoldRecord::decode(&bytes).map_err(|e| StoreError::Corrupt {
-                what: format!("promise record {}", market::hex(&id)),
+                what: format!("promise record {}", crate::chunk::hex(&id)),
                 detail: e.to_string(),
             })?;
             let mut sold = Sold::new(record);
