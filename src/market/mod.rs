@@ -260,15 +260,6 @@ impl Agent {
         v
     }
 
-    /// The promise ids under which each holder stores `chunk`.
-    pub fn promises_of(&self, chunk: &ChunkId) -> Vec<[u8; 32]> {
-        lock(&self.held)
-            .values()
-            .filter(|h| matches!(h.state, State::Active) && h.promise.terms.covers(&chunk.0))
-            .map(|h| h.id())
-            .collect()
-    }
-
     /// The promise that stands for `id` now: `id` itself, or the renewal
     /// that took its place (a receipt names the promise its chunk was
     /// first stored under, and renewals keep the chunk where it is).
