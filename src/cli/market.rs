@@ -168,7 +168,25 @@ fn print_status(v: &Value) -> std::io::Result<()> {
             format!("{} ({}), {} failed", n(a, "uploads"), human_bytes(n(a, "upload_bytes")), n(a, "failures")),
         ),
         ("Blocked", blocked),
+        ("Repair", repair_line(field(a, "repair"))),
     ])
+}
+
+/// Repair in one line: what is left, what is done, what cannot be done.
+fn repair_line(r: &Value) -> String {
+    let mut line = format!(
+        "{} chunks to re-place, {} re-placed, {} broken promises to release",
+        n(r, "chunks_remaining"),
+        n(r, "chunks_repaired"),
+        n(r, "promises_pending")
+    );
+    if n(r, "chunks_unrecoverable") > 0 {
+        line += &format!(", {} with no copy left", n(r, "chunks_unrecoverable"));
+    }
+    if let Some(gone) = field(r, "providers_unreachable").as_array().filter(|g| !g.is_empty()) {
+        line += &format!("; {} provider(s) not answering", gone.len());
+    }
+    line
 }
 
 /// Shows placement live until nothing is pending; returns the last status.

@@ -103,6 +103,7 @@ mod tests {
             min_reputation: 0.5,
             explore_share,
             payment_interval: 3600,
+            repair_grace: 3600,
         }
     }
 

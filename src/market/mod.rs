@@ -18,10 +18,12 @@ mod held;
 mod pay;
 mod place;
 mod renew;
+mod repair;
 mod scrub;
 
 pub use asks::AskView;
 pub use held::{Held, State, month_of};
+pub use repair::RepairStatus;
 pub use scrub::{ScrubReport, scrub};
 
 use crate::chunk::{ChunkId, hex};
@@ -59,6 +61,9 @@ pub struct AgentConfig {
     pub min_reputation: f64,
     pub explore_share: f64,
     pub payment_interval: u64,
+    /// How long a provider holding our promises may stay unreachable
+    /// before they count as broken and their chunks are re-placed.
+    pub repair_grace: u64,
 }
 
 /// Placement counters and the agent's view of itself, for `pactfs status`.
@@ -76,6 +81,8 @@ pub struct AgentStatus {
     pub spent_this_month: u64,
     /// Why chunks are waiting, when they are and the agent knows why.
     pub blocked: Option<String>,
+    /// Repair: re-placing the chunks of broken promises.
+    pub repair: RepairStatus,
 }
 
 /// What `pactfs promises` shows of one promise.
@@ -126,6 +133,8 @@ pub struct Agent {
     in_flight: budget::InFlight,
     /// Why a bid of this pass was not made (budget, price).
     bid_blocked: Mutex<Option<String>>,
+    /// What repair is doing (`repair`).
+    repair: repair::Repair,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,7 +150,10 @@ impl Agent {
         cfg: AgentConfig,
         ledger: Option<Arc<Ledger>>,
     ) -> Result<Agent, StoreError> {
-        let held = held::load_held(&store)?.into_iter().map(|h| (h.id(), h)).collect();
+        let held: HashMap<[u8; 32], Held> = held::load_held(&store)?.into_iter().map(|h| (h.id(), h)).collect();
+        // A broken promise's replicas may not all be released yet (a stop
+        // in between): releasing is idempotent, so look at all of them.
+        let repair = repair::Repair::new(held.values().filter(|h| h.state == State::Broken).map(Held::id));
         let reputation = held::load_reputation(&store)?.into_iter().collect();
         let (tx, writer) = match ledger {
             Some(l) => {
@@ -175,6 +187,7 @@ impl Agent {
             in_flight: budget::InFlight::default(),
             refused_asks: Mutex::default(),
             bid_blocked: Mutex::default(),
+            repair,
         })
     }
 
@@ -224,6 +237,7 @@ impl Agent {
         drop(held);
         s.budget_per_month = self.config().credits_per_month;
         s.spent_this_month = held::spent(&self.store, &month_of(now)).unwrap_or(0);
+        s.repair = self.repair_status();
         s
     }
 
@@ -379,6 +393,7 @@ impl Agent {
                 }
             };
             self.renew_and_expire().await;
+            self.repair_step().await;
             self.pay_due().await;
             if *stop.borrow() {
                 break;

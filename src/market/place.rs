@@ -374,6 +374,7 @@ impl Agent {
             !v.is_empty()
         });
         self.update_reputation(provider, false);
+        self.repair.queue(pid);
         self.log(Event::Broken { promise: pid, provider, reason: why.to_string(), evidence: codec::Bytes(evidence) });
         // Nothing is paid for the rest of a broken promise's term.
         self.log(Event::PaymentWithheld {

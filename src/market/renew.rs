@@ -8,7 +8,6 @@
 use super::held::{Held, State};
 use super::{Agent, hex, lock, rand_nonce};
 use crate::chunk::ChunkId;
-use crate::codec;
 use crate::ledger::Event;
 use crate::net::{Request, Response, peer_id_of};
 use crate::promise::{Terms, unix_now};
@@ -40,7 +39,7 @@ impl Agent {
 
     /// The ids of `h` and of the promises it renewed, back to the first:
     /// receipts name the promise a chunk was first stored under.
-    fn lineage(&self, h: &Held) -> HashSet<[u8; 32]> {
+    pub(super) fn lineage(&self, h: &Held) -> HashSet<[u8; 32]> {
         let held = lock(&self.held);
         let mut ids = HashSet::from([h.id()]);
         let mut cur = h.promise.terms.renews;
@@ -58,26 +57,12 @@ impl Agent {
         let provider = h.provider();
         let lineage = self.lineage(&h);
         let chunks = h.promise.terms.chunks.clone();
+        // The provider drops what no promise covers at expiry: nothing is
+        // kept, even a last copy (the renewal was the time to keep it).
         let dropped = self
-            .on_store(move |s| {
-                let mut n = 0;
-                for c in chunks {
-                    let c = ChunkId(c);
-                    let Some(bytes) = s.replica_receipt(&c, &provider.0)? else { continue };
-                    let named = codec::decode::<crate::promise::Signed<crate::promise::Receipt>>(
-                        crate::promise::STATEMENT_V1,
-                        &bytes,
-                        4096,
-                    )
-                    .map(|r| r.body.promise)
-                    .ok();
-                    if named.is_none_or(|p| lineage.contains(&p)) && s.drop_replica(&c, &provider.0)? {
-                        n += 1;
-                    }
-                }
-                Ok(n)
-            })
+            .on_store(move |s| super::repair::release_replicas(s, &chunks, &provider, &lineage, false))
             .await
+            .map(|r| r.dropped.len())
             .unwrap_or_else(|e| {
                 tracing::error!(cause = %e, "cannot release an expired promise's replicas");
                 0

@@ -59,6 +59,7 @@ fn config() -> AgentConfig {
         min_reputation: 0.5,
         explore_share: 0.1,
         payment_interval: 1,
+        repair_grace: 3600,
     }
 }
 

@@ -314,6 +314,7 @@ pub fn agent_config(cfg: &Config) -> AgentConfig {
         min_reputation: cfg.market.min_reputation,
         explore_share: cfg.market.explore_share,
         payment_interval: cfg.market.payment_interval.as_secs(),
+        repair_grace: cfg.market.repair_grace.as_secs(),
     }
 }
 

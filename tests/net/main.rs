@@ -24,6 +24,7 @@ mod market;
 mod market_ledger;
 mod node;
 mod placement;
+mod repair;
 mod restart;
 mod signatures;
 mod status;

@@ -308,6 +308,11 @@ impl Provider {
         self.child.as_mut().is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
+    /// Whether the guard holds a process (not killed or stopped by the test).
+    pub fn child_started(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         let name = &self.name;
