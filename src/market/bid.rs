@@ -139,7 +139,7 @@ impl Agent {
                     return None;
                 }
                 Err(e) => {
-                    self.back_off(q.peer, BACKOFF, format!("unreachable: {e}"));
+                    self.back_off(q.peer, BACKOFF, format!("{}{e}", super::place::UNREACHABLE));
                     return None;
                 }
             }

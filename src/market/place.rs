@@ -26,6 +26,8 @@ const MAX_UPLOADS_PER_PROVIDER: usize = 12;
 const BATCH: usize = 512;
 /// Asks older than this are fetched again from their provider.
 const QUOTE_REFRESH_SECS: u64 = 30;
+/// The start of a back-off reason for a provider that could not be reached.
+pub(super) const UNREACHABLE: &str = "unreachable: ";
 /// How long a provider that failed is skipped.
 pub(super) const BACKOFF: Duration = Duration::from_secs(10);
 /// A provider that missed a deadline or broke a promise is skipped longer.
@@ -62,6 +64,14 @@ impl Agent {
         let me = self.net.local_peer_id();
         let take = |peer: PeerId, ask| match asks::check_ask(&peer, &ask, now) {
             Ok(key) => {
+                // A fresh ask is the provider answering again: a back-off
+                // for being unreachable is over (a network that comes back
+                // should not wait out the pause).
+                let mut backoff = lock(&self.backoff);
+                if backoff.get(&peer).is_some_and(|(_, why)| why.starts_with(UNREACHABLE)) {
+                    backoff.remove(&peer);
+                }
+                drop(backoff);
                 let latency_ms = latency.get(&peer.to_string()).copied();
                 lock(&self.quotes).insert(peer, Quote { peer, key, ask, latency_ms });
                 true

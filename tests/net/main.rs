@@ -23,6 +23,7 @@ mod ledger;
 mod market;
 mod market_ledger;
 mod node;
+mod partition;
 mod placement;
 mod repair;
 mod restart;

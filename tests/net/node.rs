@@ -327,6 +327,21 @@ impl Provider {
         self.spawn();
     }
 
+    /// Starts the provider again listening on the ports it had, so that
+    /// nodes bootstrapped from its old addresses find it again.
+    pub fn restart_on_same_ports(&mut self) {
+        let (tcp, udp) = (port_of(&self.tcp, "tcp"), port_of(&self.quic, "udp"));
+        let config = self.home.join("config.toml");
+        let old = fs::read_to_string(&config).expect("read provider config.toml");
+        let new = old.replace(
+            "listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]",
+            &format!("listen = [\"/ip4/127.0.0.1/tcp/{tcp}\", \"/ip4/127.0.0.1/udp/{udp}/quic-v1\"]"),
+        );
+        assert_ne!(old, new, "{}: the config names port 0 listeners", self.name);
+        fs::write(&config, new).expect("write provider config.toml");
+        self.spawn();
+    }
+
     /// SIGTERM; asserts the provider exits by itself, with status 0.
     pub fn stop(&mut self) {
         let name = &self.name;
