@@ -135,6 +135,9 @@ pub struct Agent {
     bid_blocked: Mutex<Option<String>>,
     /// What repair is doing (`repair`).
     repair: repair::Repair,
+    /// Promises not to try renewing again before the instant (a renewal
+    /// failed, or the promise is left to lapse).
+    renew_later: Mutex<HashMap<[u8; 32], Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -188,6 +191,7 @@ impl Agent {
             refused_asks: Mutex::default(),
             bid_blocked: Mutex::default(),
             repair,
+            renew_later: Mutex::default(),
         })
     }
 

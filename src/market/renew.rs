@@ -12,6 +12,32 @@ use crate::ledger::Event;
 use crate::net::{Request, Response, peer_id_of};
 use crate::promise::{Terms, unix_now};
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// A renewal that failed (the provider unreachable, refusing, too dear)
+/// is tried again after this long.
+const RENEW_RETRY: Duration = Duration::from_secs(30);
+/// A promise left to lapse is not looked at again before it expires.
+const LAPSE_FOREVER: Duration = Duration::from_secs(100 * 365 * 86400);
+
+/// Why a promise due for renewal was not renewed.
+enum Renewal {
+    /// Nothing under it is needed any more: let it run out.
+    Lapse,
+    Failed(String),
+}
+
+impl From<String> for Renewal {
+    fn from(e: String) -> Renewal {
+        Renewal::Failed(e)
+    }
+}
+
+impl From<&str> for Renewal {
+    fn from(e: &str) -> Renewal {
+        Renewal::Failed(e.to_string())
+    }
+}
 
 impl Agent {
     pub(super) async fn renew_and_expire(&self) {
@@ -30,9 +56,28 @@ impl Agent {
         for h in expired {
             self.expire(h).await;
         }
+        let due_ids: HashSet<[u8; 32]> = due.iter().map(Held::id).collect();
+        // Forget promises no longer due (renewed, expired, broken).
+        lock(&self.renew_later).retain(|id, _| due_ids.contains(id));
         for h in due {
-            if let Err(e) = self.renew(&h).await {
-                tracing::info!(promise = %hex(&h.id()), cause = %e, "not renewed");
+            let id = h.id();
+            if lock(&self.renew_later).get(&id).is_some_and(|t| *t > Instant::now()) {
+                continue;
+            }
+            match self.renew(&h).await {
+                Ok(()) => {
+                    lock(&self.renew_later).remove(&id);
+                }
+                // Final: a chunk no file references is out of the index,
+                // so nothing can make this promise needed again.
+                Err(Renewal::Lapse) => {
+                    tracing::info!(promise = %hex(&id), "no chunk under it is needed any more: it will lapse");
+                    lock(&self.renew_later).insert(id, Instant::now() + LAPSE_FOREVER);
+                }
+                Err(Renewal::Failed(e)) => {
+                    tracing::info!(promise = %hex(&id), cause = %e, "not renewed; will try again");
+                    lock(&self.renew_later).insert(id, Instant::now() + RENEW_RETRY);
+                }
             }
         }
     }
@@ -74,7 +119,7 @@ impl Agent {
         self.log(Event::Expired { promise: id });
     }
 
-    async fn renew(&self, old: &Held) -> Result<(), String> {
+    async fn renew(&self, old: &Held) -> Result<(), Renewal> {
         let provider = old.provider();
         let chunks = old.promise.terms.chunks.clone();
         // Still needed: referenced by a file and still held there.
@@ -94,14 +139,14 @@ impl Agent {
             })
             .await?;
         if live.is_empty() {
-            return Err("no chunk under it is needed any more: it will lapse".into());
+            return Err(Renewal::Lapse);
         }
         let cfg = self.config();
         let peer = peer_id_of(&provider).ok_or("bad provider key")?;
         let quote = lock(&self.quotes).get(&peer).cloned();
         let price = quote.as_ref().map_or(old.promise.terms.price, |q| q.ask.body.price_per_gib_month);
         if price > cfg.max_price_per_gib_month {
-            return Err(format!("the provider now asks {price}, above the maximum"));
+            return Err(format!("the provider now asks {price}, above the maximum").into());
         }
         let start = old.promise.terms.expiry;
         let duration = match &quote {
@@ -123,10 +168,10 @@ impl Agent {
         let answer = self.net.request(peer, Request::Bid(self.signer.sign(terms.clone()))).await;
         let p = match answer {
             Ok(Response::Promise(p)) => *p,
-            Ok(Response::Refused(r)) => return Err(format!("renewal refused: {}", r.message)),
-            Ok(Response::Counter(c)) => return Err(format!("renewal countered at {}", c.price)),
-            Ok(other) => return Err(format!("unexpected answer {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(Response::Refused(r)) => return Err(format!("renewal refused: {}", r.message).into()),
+            Ok(Response::Counter(c)) => return Err(format!("renewal countered at {}", c.price).into()),
+            Ok(other) => return Err(format!("unexpected answer {other:?}").into()),
+            Err(e) => return Err(e.to_string().into()),
         };
         if p.terms != terms || p.verify().is_err() {
             return Err("the renewal's promise does not verify".into());

@@ -16,6 +16,7 @@
 mod common;
 
 mod budget;
+mod collect;
 mod cluster;
 mod discovery;
 mod garbage;

@@ -53,18 +53,21 @@ pub struct ProviderSpec {
     pub capacity: u64,
     /// Comma-separated fault names; empty for an honest provider.
     pub faults: &'static str,
+    /// More keys of its `[provider]` section (TOML lines), such as
+    /// `min_duration = "10s"`.
+    pub terms: &'static str,
 }
 
 impl Default for ProviderSpec {
     fn default() -> ProviderSpec {
-        ProviderSpec { price: 1.0, capacity: GIB, faults: "" }
+        ProviderSpec { price: 1.0, capacity: GIB, faults: "", terms: "" }
     }
 }
 
 impl ProviderSpec {
     /// An honest provider at `price` credits per GiB-month with `capacity` bytes.
     pub fn new(price: f64, capacity: u64) -> ProviderSpec {
-        ProviderSpec { price, capacity, faults: "" }
+        ProviderSpec { price, capacity, faults: "", terms: "" }
     }
 }
 
@@ -76,13 +79,14 @@ pub fn node_toml(mode: Mode, provider: Option<&ProviderSpec>, bootstrap: &[Strin
     let spec = provider.cloned().unwrap_or_default();
     format!(
         "[storage]\nreplication = {REPLICATION}\n\n\
-         [provider]\nenabled = {}\ncapacity = \"{}B\"\nprice_per_gib_month = {:?}\n\n\
+         [provider]\nenabled = {}\ncapacity = \"{}B\"\nprice_per_gib_month = {:?}\n{}\n\n\
          [network]\nmode = \"{}\"\n\
          listen = [\"/ip4/127.0.0.1/tcp/0\", \"/ip4/127.0.0.1/udp/0/quic-v1\"]\n\
          bootstrap = [{}]\nmdns = false\n{extra}",
         provider.is_some(),
         spec.capacity,
         spec.price,
+        spec.terms,
         mode.name(),
         bootstrap.join(", ")
     )

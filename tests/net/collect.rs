@@ -1,0 +1,105 @@
+//! Collection with real processes and short promises (20 s, renewed 12 s
+//! before the end): deleting files lets the promises of their chunks lapse
+//! (not renewed, nothing paid past their term) and the providers drop
+//! those chunks, while every chunk a remaining file still references
+//! (shared with a deleted twin or a deleted file with the same start) is
+//! renewed, kept at the replication target and reads back byte-exact.
+
+use crate::cluster::*;
+use crate::common::*;
+use crate::node::*;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fs;
+
+fn json(c: &Cluster, args: &[&str]) -> Value {
+    ask_json(c.client_home(), args).unwrap_or_else(|e| panic!("{args:?}:\n{e}"))
+}
+
+fn promise_ids(c: &Cluster) -> BTreeSet<String> {
+    json(c, &["promises", "--json"]).as_array().expect("array").iter().map(|p| text(p, "id").to_owned()).collect()
+}
+
+fn collect(mode: Mode) {
+    let spec = ProviderSpec { terms: "min_duration = \"5s\"", ..ProviderSpec::default() };
+    let mut c = Cluster::start_with(
+        mode,
+        &vec![spec; PROVIDERS],
+        "[market]\npromise_duration = \"20s\"\nrenew_window = \"12s\"\n",
+    );
+    c.wait_providers_known(PROVIDERS);
+    // First the data that stays, and what shares its chunks.
+    let keep = test_data(51, 6 * MIB);
+    let mut prefix = keep[..3 * MIB].to_vec();
+    prefix.extend(test_data(52, 2 * MIB));
+    for (name, data) in [("keep", &keep), ("twin", &keep), ("prefix", &prefix)] {
+        write_synced(&c.client.path(name), data);
+    }
+    let out = ask(c.client_home(), &["sync", "--durable"]);
+    assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
+    let shared_promises = promise_ids(&c);
+    // Then data of its own, placed under promises of its own.
+    write_synced(&c.client.path("gone"), &test_data(53, 3 * MIB));
+    let out = ask(c.client_home(), &["sync", "--durable"]);
+    assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
+    let gone_promises: BTreeSet<String> = promise_ids(&c).difference(&shared_promises).cloned().collect();
+    assert!(!gone_promises.is_empty(), "the second file went under new promises");
+
+    for name in ["twin", "prefix", "gone"] {
+        fs::remove_file(c.client.path(name)).unwrap_or_else(|e| panic!("rm {name}: {e}"));
+    }
+    run("sync", &[], None);
+    let keep_chunks = num(&c.stats(), "chunks");
+    assert!(keep_chunks >= 3, "keep is several chunks: {}", c.stats());
+
+    // The promises of the deleted data lapse; those of shared chunks are
+    // renewed; the providers end up holding exactly keep's replicas.
+    poll("the deleted file's promises to expire without renewal", || {
+        let all = json(&c, &["promises", "--json"]);
+        let list = all.as_array().expect("array");
+        let states: Vec<&str> = list
+            .iter()
+            .filter(|p| gone_promises.contains(text(p, "id")))
+            .map(|p| text(p, "state"))
+            .collect();
+        if states.iter().all(|s| *s == "expired") { Ok(()) } else { Err(format!("{states:?}")) }
+    });
+    poll("the first promises to be renewed and then expire", || {
+        let all = json(&c, &["promises", "--json"]);
+        let states: Vec<&str> = all
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter(|p| shared_promises.contains(text(p, "id")))
+            .map(|p| text(p, "state"))
+            .collect();
+        if states.iter().all(|s| *s == "renewed") { Ok(()) } else { Err(format!("{states:?}")) }
+    });
+    c.provider_chunks(REPLICATION * keep_chunks);
+    let all = json(&c, &["promises", "--json"]);
+    assert!(all.as_array().expect("array").iter().all(|p| p["state"] != "broken"), "nothing broke: {all}");
+    let live_chunks: u64 = all
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|p| p["state"] == "active" || p["state"] == "expiring")
+        .map(|p| num(p, "chunks"))
+        .sum();
+    assert!(live_chunks >= REPLICATION * keep_chunks, "live promises cover keep's replicas: {all}");
+
+    let st = json(&c, &["status", "--json"]);
+    assert_eq!((num(&st, "chunks"), num(&st, "replicas")), (keep_chunks, REPLICATION * keep_chunks), "{st}");
+    c.assert_scrub_clean(keep_chunks);
+    assert_file(&c.client.path("keep"), &keep);
+    c.shutdown();
+}
+
+#[test]
+fn collect_hybrid() {
+    collect(Mode::Hybrid);
+}
+
+#[test]
+fn collect_market() {
+    collect(Mode::Market);
+}
