@@ -298,6 +298,52 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
     }
 }
 
+#[derive(Clone, Copy)]
+pub enum CacheOp {
+    Pin,
+    Unpin,
+    Evict,
+}
+
+/// `pactfs pin|unpin|evict [PATH]`. Exit 1 if `pin` could not fetch
+/// everything.
+pub fn cache(home: &Home, op: CacheOp, path: Option<&Path>, json: bool) -> Result<i32> {
+    let ino = match path {
+        Some(p) => inode_in_mount(home, p)?,
+        None => None,
+    };
+    let req = match op {
+        CacheOp::Pin => control::Request::Pin { ino },
+        CacheOp::Unpin => control::Request::Unpin { ino },
+        CacheOp::Evict => control::Request::Evict { ino },
+    };
+    let v = ask(home, req, FLUSH_TIMEOUT)?;
+    let failed = n(&v, "failed");
+    if json {
+        print_json(&v)?;
+    } else {
+        match op {
+            CacheOp::Pin => print_kv(&[
+                ("Pinned", "yes".into()),
+                ("Chunks", n(&v, "chunks").to_string()),
+                ("Fetched", format!("{} chunks ({})", n(&v, "changed"), human_bytes(n(&v, "bytes")))),
+                ("Failed", failed.to_string()),
+            ])?,
+            CacheOp::Unpin => print_kv(&[("Pinned", "no".into())])?,
+            CacheOp::Evict => print_kv(&[
+                ("Chunks", n(&v, "chunks").to_string()),
+                ("Evicted", format!("{} chunks ({})", n(&v, "changed"), human_bytes(n(&v, "bytes")))),
+                ("Kept pending", n(&v, "pending").to_string()),
+                ("Kept pinned", n(&v, "pinned").to_string()),
+            ])?,
+        }
+        for e in field(&v, "errors").as_array().into_iter().flatten().take(5) {
+            eprintln!("pactfs: {}", e.as_str().unwrap_or_default());
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
 /// The drive's inode of `path`, which must be inside the mount this
 /// home's node serves; `None` for the mount's root (the whole drive).
 fn inode_in_mount(home: &Home, path: &Path) -> Result<Option<u64>> {

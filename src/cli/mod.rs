@@ -116,6 +116,27 @@ enum Command {
         /// A file or directory inside the mount (default: the whole drive).
         path: Option<PathBuf>,
     },
+    /// Keep a file or directory (all files under it) on this machine,
+    /// fetching what is not local now.
+    Pin {
+        /// A file or directory inside the mount (default: the whole drive).
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Undo `pin` of the same PATH.
+    Unpin {
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Free the local copies of a file's or directory's placed chunks (they
+    /// stay on providers and come back on read); pending chunks stay.
+    Evict {
+        path: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -243,6 +264,9 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Market { json } => market::market(&home, json),
         Command::Status { json, watch } => market::status(&home, json, watch),
         Command::Sync { durable, path } => market::sync(&home, durable, path.as_deref()),
+        Command::Pin { path, json } => market::cache(&home, market::CacheOp::Pin, path.as_deref(), json),
+        Command::Unpin { path, json } => market::cache(&home, market::CacheOp::Unpin, path.as_deref(), json),
+        Command::Evict { path, json } => market::cache(&home, market::CacheOp::Evict, path.as_deref(), json),
         Command::Config(ConfigCommand::Show { json }) => {
             let cfg = node::load_config(&home)?;
             if json {
@@ -398,6 +422,7 @@ fn fsck(home: &Home, repair: bool, json: bool) -> Result<i32> {
             ("Entries", report.dirents.to_string()),
             ("Chunks", report.chunks.to_string()),
             ("Chunks verified", report.chunks_verified.to_string()),
+            ("Chunks not cached", report.chunks_remote.to_string()),
             ("Orphans", report.orphans.to_string()),
             ("Problems", report.findings.len().to_string()),
             ("Unrepaired", if repair { report.unrepaired() } else { report.findings.len() }.to_string()),

@@ -12,12 +12,14 @@
 mod cache;
 mod data;
 pub mod durability;
+pub mod remote;
 pub mod fuse;
 mod namespace;
 mod overlay;
 
 pub use data::{DIRTY_TOTAL_MAX, FLUSH_BYTES, ReadOut};
 pub use durability::{Durability, Offline};
+pub use remote::Remote;
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::store::{Inode, Kind, Store, StoreError};
@@ -113,9 +115,23 @@ fn spawn_committer(store: Arc<Store>, secret: UserSecret) -> Option<(JobQueue, s
     }
 }
 
-/// Reads, verifies and decrypts one chunk from the store.
-fn load_chunk(store: &Store, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
-    let body = store.chunk_body(&e.id)?;
+/// Reads, verifies and decrypts one chunk: from the store, or from the
+/// network if its body is not local (then kept locally again).
+fn load_chunk(store: &Store, remote: Option<&dyn Remote>, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
+    let body = match store.chunk_body(&e.id) {
+        Err(StoreError::NotLocal(_)) => {
+            let remote = remote.ok_or_else(|| FsError::Unavailable("no network to fetch it from".into()))?;
+            let body = remote.fetch(&e.id).map_err(|why| {
+                tracing::warn!(chunk = %e.id.fmt_short(), cause = %why, "chunk unavailable");
+                FsError::Unavailable(why)
+            })?;
+            if let Err(err) = store.restore_body(&e.id, &body) {
+                tracing::warn!(chunk = %e.id.fmt_short(), cause = %err, "cannot keep a fetched chunk");
+            }
+            body
+        }
+        other => other?,
+    };
     chunk::open(&e.id, &e.key, body).map_err(|err| {
         tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
         FsError::Chunk(err)
@@ -167,6 +183,9 @@ pub enum FsError {
     Chunk(#[from] ChunkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A chunk not cached locally that no holder could serve.
+    #[error("chunk unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl FsError {
@@ -188,7 +207,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::TooManyLinks => libc::EMLINK,
             FsError::NotSupported => libc::EOPNOTSUPP,
-            FsError::Chunk(_) => libc::EIO,
+            FsError::Chunk(_) | FsError::Unavailable(_) => libc::EIO,
             FsError::Store(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
     }
@@ -256,6 +275,8 @@ pub struct Drive {
     /// Answers the `user.pactfs.*` attributes; [`Offline`] until the node
     /// hands over its network's handle.
     durability: RwLock<Arc<dyn Durability>>,
+    /// Fetches chunks not cached locally; `None` without a network.
+    remote: RwLock<Option<Arc<dyn Remote>>>,
 }
 
 impl Drop for Drive {
@@ -294,6 +315,7 @@ impl Drive {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             durability: RwLock::new(Arc::new(Offline::default())),
+            remote: RwLock::new(None),
         }
     }
 
@@ -301,6 +323,15 @@ impl Drive {
     /// (the node's handle over its store and market agent).
     pub fn set_durability(&self, handle: Arc<dyn Durability>) {
         *self.durability.write().unwrap_or_else(|p| p.into_inner()) = handle;
+    }
+
+    /// Gives the drive a way to fetch chunks that are not cached locally.
+    pub fn set_remote(&self, remote: Arc<dyn Remote>) {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(remote);
+    }
+
+    fn remote(&self) -> Option<Arc<dyn Remote>> {
+        self.remote.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn durability(&self) -> Arc<dyn Durability> {
@@ -506,7 +537,7 @@ impl Drive {
         if let Some(plain) = self.cache.get(&e.id) {
             return Ok(plain);
         }
-        let plain = Arc::new(load_chunk(&self.store, e)?);
+        let plain = Arc::new(load_chunk(&self.store, self.remote().as_deref(), e)?);
         self.cache.insert(e.id, plain.clone());
         Ok(plain)
     }
@@ -518,9 +549,9 @@ impl Drive {
             if !self.cache.begin_prefetch(&e.id) {
                 continue;
             }
-            let (store, cache, e) = (self.store.clone(), self.cache.clone(), *e);
+            let (store, cache, e, remote) = (self.store.clone(), self.cache.clone(), *e, self.remote());
             let spawned = std::thread::Builder::new().name("prefetch".into()).spawn(move || {
-                if let Ok(plain) = load_chunk(&store, &e) {
+                if let Ok(plain) = load_chunk(&store, remote.as_deref(), &e) {
                     cache.insert(e.id, Arc::new(plain));
                 }
                 cache.end_prefetch(&e.id);

@@ -148,7 +148,7 @@ impl Agent {
     }
 
     /// Checks a promise a provider returned for our `terms` and keeps it.
-    fn take_promise(&self, q: &Quote, p: Promise, terms: &Terms) -> Option<[u8; 32]> {
+    pub(super) fn take_promise(&self, q: &Quote, p: Promise, terms: &Terms) -> Option<[u8; 32]> {
         if p.terms != *terms {
             self.refuse_promise(q, "the promise's terms differ from the bid");
             return None;

@@ -14,6 +14,7 @@ mod asks;
 mod assign;
 mod bid;
 mod budget;
+mod fetch;
 mod held;
 mod pay;
 mod place;
@@ -22,6 +23,7 @@ mod repair;
 mod scrub;
 
 pub use asks::AskView;
+pub use fetch::FetchError;
 pub use held::{Held, State, month_of};
 pub use repair::RepairStatus;
 pub use scrub::{ScrubReport, scrub};
@@ -96,6 +98,8 @@ pub struct PromiseView {
     pub price_per_gib_month: u64,
     pub start: u64,
     pub expiry: u64,
+    /// storage or retrieval.
+    pub kind: String,
     /// active, expiring, renewed, expired or broken.
     pub state: String,
     pub reason: String,
@@ -138,6 +142,8 @@ pub struct Agent {
     /// Promises not to try renewing again before the instant (a renewal
     /// failed, or the promise is left to lapse).
     renew_later: Mutex<HashMap<[u8; 32], Instant>>,
+    /// Retrieval promises and what was fetched under them (`fetch`).
+    retrievals: fetch::Retrievals,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,6 +164,7 @@ impl Agent {
         // in between): releasing is idempotent, so look at all of them.
         let repair = repair::Repair::new(held.values().filter(|h| h.state == State::Broken).map(Held::id));
         let reputation = held::load_reputation(&store)?.into_iter().collect();
+        let retrievals = fetch::Retrievals::new(Agent::load_retrieved(&store), &held);
         let (tx, writer) = match ledger {
             Some(l) => {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -192,6 +199,7 @@ impl Agent {
             bid_blocked: Mutex::default(),
             repair,
             renew_later: Mutex::default(),
+            retrievals,
         })
     }
 
@@ -254,7 +262,7 @@ impl Agent {
             .map(|h| {
                 let t = &h.promise.terms;
                 let state = match h.state {
-                    State::Active if t.expiry <= now + window => "expiring",
+                    State::Active if h.is_storage() && t.expiry <= now + window => "expiring",
                     State::Active => "active",
                     State::Renewed => "renewed",
                     State::Expired => "expired",
@@ -263,6 +271,7 @@ impl Agent {
                 PromiseView {
                     id: hex(&h.id()),
                     provider: crate::net::peer_id_of(&t.provider).map(|p| p.to_string()).unwrap_or_default(),
+                    kind: if h.is_storage() { "storage" } else { "retrieval" }.to_string(),
                     chunks: t.chunks.len(),
                     bytes: t.bytes,
                     price_per_gib_month: t.price,

@@ -26,8 +26,10 @@ impl Agent {
         }
         let now = unix_now();
         let mut earned: BTreeMap<NodeKey, u64> = BTreeMap::new();
+        self.save_retrieved().await;
         for h in lock(&self.held).values() {
-            *earned.entry(h.provider()).or_default() += h.accrued(now);
+            let e = if h.is_storage() { h.accrued(now) } else { self.retrieval_earned(h) };
+            *earned.entry(h.provider()).or_default() += e;
         }
         for (provider, earned) in earned {
             if let Err(e) = self.pay(provider, earned, now).await {

@@ -122,6 +122,16 @@ impl Agent {
         providers.len()
     }
 
+    /// Fetches one provider's ask directly (a fetch needs its retrieval price).
+    pub(super) async fn refresh_quote(&self, peer: PeerId) {
+        if let Ok(Response::Ask(ask)) = self.net.request(peer, Request::Ask).await
+            && let Ok(key) = asks::check_ask(&peer, &ask, unix_now())
+        {
+            let latency_ms = lock(&self.quotes).get(&peer).and_then(|q| q.latency_ms);
+            lock(&self.quotes).insert(peer, Quote { peer, key, ask, latency_ms });
+        }
+    }
+
     /// One pass over the queue; returns the replicas placed.
     pub(super) async fn pass(&self) -> Result<usize, String> {
         let cfg = self.config();

@@ -47,7 +47,9 @@ impl Agent {
             let held = lock(&self.held);
             let active = held.values().filter(|h| h.state == State::Active);
             let expired = active.clone().filter(|h| h.promise.terms.expiry <= now).cloned().collect();
+            // Retrieval promises are not renewed: a new one is made when needed.
             let due = active
+                .filter(|h| h.is_storage())
                 .filter(|h| h.promise.terms.expiry > now && h.promise.terms.expiry <= now + window)
                 .cloned()
                 .collect();
@@ -101,7 +103,7 @@ impl Agent {
         let id = h.id();
         let provider = h.provider();
         let lineage = self.lineage(&h);
-        let chunks = h.promise.terms.chunks.clone();
+        let chunks = if h.is_storage() { h.promise.terms.chunks.clone() } else { Vec::new() };
         // The provider drops what no promise covers at expiry: nothing is
         // kept, even a last copy (the renewal was the time to keep it).
         let dropped = self

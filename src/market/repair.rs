@@ -139,7 +139,7 @@ impl Agent {
         let now = unix_now();
         let providers: HashSet<NodeKey> = lock(&self.held)
             .values()
-            .filter(|h| h.state == State::Active && h.promise.terms.expiry > now)
+            .filter(|h| h.state == State::Active && h.is_storage() && h.promise.terms.expiry > now)
             .map(Held::provider)
             .collect();
         lock(&self.repair.unseen).retain(|k, _| providers.contains(k));

@@ -74,6 +74,23 @@ pub enum Request {
     DurableCheck {
         token: u64,
     },
+    /// Keep the files at or under `ino` (all with `None`) local, fetching
+    /// what they lack: `{ chunks, changed, bytes, failed, errors }`.
+    Pin {
+        #[serde(default)]
+        ino: Option<u64>,
+    },
+    /// Undo a pin of exactly that inode.
+    Unpin {
+        #[serde(default)]
+        ino: Option<u64>,
+    },
+    /// Free the local copies of placed chunks of the files at or under
+    /// `ino`: `{ chunks, changed, bytes, pending, pinned }`.
+    Evict {
+        #[serde(default)]
+        ino: Option<u64>,
+    },
 }
 
 fn default_show_limit() -> usize {

@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod daemon;
+mod cache;
 mod durable;
 pub mod home;
 pub mod ledger;
@@ -173,6 +174,9 @@ pub fn mount(
             Some(handle) => handle,
             None => Arc::new(Offline { target: cfg.storage.replication }),
         });
+        if let Some(remote) = network.remote() {
+            drive.set_remote(remote);
+        }
         let session = fuser::Session::new(PactFs::new(drive.clone()), mountpoint, &fuse_cfg)
             .map_err(|source| NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source })?;
         Ok((store, drive, session, network))

@@ -123,9 +123,15 @@ impl Network {
         }
         let agent = match drive_store.clone() {
             Some(store) => {
+                let agent_store = store.clone();
                 let agent = Agent::new(store, net.clone(), Signer::from_seed(&seed), mode, agent_config(cfg), log)?;
                 let agent = Arc::new(agent);
                 runtime.spawn(agent.clone().run(stop_rx.clone()));
+                runtime.spawn(super::cache::keep_cache(
+                    agent_store,
+                    cfg.storage.cache_size.bytes(),
+                    stop_rx.clone(),
+                ));
                 runtime.spawn(reload(home.config_file(), agent.clone(), stop_rx));
                 Some(agent)
             }
@@ -193,6 +199,20 @@ impl Network {
         Some(Arc::new(DriveDurability::new(store, agent)))
     }
 
+    /// Fetches chunks the drive no longer caches; `None` without a drive.
+    pub fn remote(&self) -> Option<Arc<dyn crate::fs::Remote>> {
+        let agent = self.agent.clone()?;
+        Some(Arc::new(super::cache::AgentRemote { agent, runtime: self.runtime.handle().clone() }))
+    }
+
+    pub(super) fn drive_store(&self) -> Option<Arc<Store>> {
+        self.drive_store.clone()
+    }
+
+    pub(super) fn agent_handle(&self) -> Option<Arc<Agent>> {
+        self.agent.clone()
+    }
+
     fn agent(&self) -> Result<&Arc<Agent>, String> {
         self.agent.as_ref().ok_or_else(|| NO_DRIVE.to_string())
     }
@@ -227,6 +247,9 @@ impl Network {
                 v["token"] = token.into();
                 Ok(v)
             })),
+            control::Request::Pin { .. } | control::Request::Unpin { .. } | control::Request::Evict { .. } => {
+                return self.answer_cache(req);
+            }
             control::Request::DurableCheck { token } => {
                 reply(self.tracker().and_then(|t| t.check(*token).map_err(|e| e.to_string())).and_then(json))
             }

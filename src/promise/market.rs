@@ -39,6 +39,12 @@ pub fn storage_cost(bytes: u64, price: u64, secs: u64) -> u64 {
     u64::try_from(num.div_ceil(den)).unwrap_or(u64::MAX)
 }
 
+/// Milli-credits for fetching `bytes` at `price` milli-credits per GiB.
+pub fn retrieval_cost(bytes: u64, price: u64) -> u64 {
+    let num = u128::from(bytes) * u128::from(price);
+    u64::try_from(num.div_ceil(GIB)).unwrap_or(u64::MAX)
+}
+
 /// A provider's signed offer: its prices, free room and terms, valid until
 /// `expires`. Clients rank providers by their asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,18 +139,33 @@ impl Terms {
     pub fn duration(&self) -> u64 {
         self.expiry.saturating_sub(self.start)
     }
-    /// The whole promise's price in milli-credits.
+    /// The whole promise's price in milli-credits: for storage, its bytes
+    /// for its term; for retrieval, every byte of it fetched once.
     pub fn total_cost(&self) -> u64 {
-        storage_cost(self.bytes, self.price, self.duration())
+        match self.kind {
+            PromiseKind::Storage => storage_cost(self.bytes, self.price, self.duration()),
+            PromiseKind::Retrieval => retrieval_cost(self.bytes, self.price),
+        }
     }
-    /// What the promise costs per month (what the budget counts).
+    /// What the promise costs per month (what the budget counts). A
+    /// retrieval promise is no standing cost: what is fetched is paid as
+    /// fetched (and counts in the month's spend).
     pub fn monthly_cost(&self) -> u64 {
-        storage_cost(self.bytes, self.price, MONTH_SECS)
+        match self.kind {
+            PromiseKind::Storage => storage_cost(self.bytes, self.price, MONTH_SECS),
+            PromiseKind::Retrieval => 0,
+        }
     }
-    /// What the provider has earned from `start` until `now` (at most the
-    /// whole promise).
+    /// What the provider has earned by time alone from `start` until `now`
+    /// (at most the whole promise). A retrieval promise earns by bytes
+    /// fetched instead, which the client counts.
     pub fn accrued(&self, now: u64) -> u64 {
-        storage_cost(self.bytes, self.price, now.min(self.expiry).saturating_sub(self.start))
+        match self.kind {
+            PromiseKind::Storage => {
+                storage_cost(self.bytes, self.price, now.min(self.expiry).saturating_sub(self.start))
+            }
+            PromiseKind::Retrieval => 0,
+        }
     }
     pub fn covers(&self, chunk: &[u8; 32]) -> bool {
         self.chunks.contains(chunk)

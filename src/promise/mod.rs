@@ -13,7 +13,7 @@ mod market;
 
 pub use market::{
     Ask, AuditTerms, Bid, CLOCK_SKEW_SECS, Cheque, ChequeAck, MAX_ASK_ADDRS, MAX_PROMISE_BYTES, MAX_PROMISE_CHUNKS,
-    MILLI, MONTH_SECS, Promise, PromiseKind, Terms, credits, storage_cost, to_milli,
+    MILLI, MONTH_SECS, Promise, PromiseKind, Terms, credits, retrieval_cost, storage_cost, to_milli,
 };
 
 use crate::codec;

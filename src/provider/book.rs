@@ -45,8 +45,9 @@ impl Sold {
         let chunks = record.promise.terms.chunks.iter().copied().collect();
         Sold { record, chunks, stored: HashSet::new(), stored_bytes: 0 }
     }
+    /// A retrieval promise stores nothing: it takes no room.
     fn counts_toward_capacity(&self) -> bool {
-        self.record.renewed_by.is_none()
+        self.record.renewed_by.is_none() && self.record.promise.terms.kind == crate::promise::PromiseKind::Storage
     }
 }
 
@@ -111,7 +112,7 @@ impl Book {
         for _ in 0..16 {
             let s = self.sold.get(&cur)?;
             let t = &s.record.promise.terms;
-            if t.client != *client {
+            if t.client != *client || t.kind != crate::promise::PromiseKind::Storage {
                 return None;
             }
             if now <= t.expiry && s.chunks.contains(chunk) && s.record.renewed_by.is_none() {

@@ -96,8 +96,9 @@ impl Provider {
             return Response::refused(Refusal::Unauthorized, format!("bid refused: {e}"));
         }
         let t = &bid.body;
-        if t.kind != PromiseKind::Storage {
-            return Response::refused(Refusal::Unsupported, "this provider sells storage promises only");
+        let storage = t.kind == PromiseKind::Storage;
+        if !storage && t.renews.is_some() {
+            return Response::refused(Refusal::BadRequest, "a retrieval promise renews nothing");
         }
         if t.chunks.is_empty() || t.bytes == 0 {
             return Response::refused(Refusal::BadRequest, "a bid must name chunks and bytes");
@@ -109,7 +110,11 @@ impl Provider {
             return Response::refused(Refusal::BadRequest, format!("start {} is too far from now ({now})", t.start));
         }
         let duration = t.duration();
-        if duration < self.terms.min_duration || duration > self.terms.max_duration {
+        if !storage {
+            if let Err(why) = self.can_serve(from, t, now) {
+                return why;
+            }
+        } else if duration < self.terms.min_duration || duration > self.terms.max_duration {
             return Response::refused(
                 Refusal::BadRequest,
                 format!(
@@ -124,8 +129,13 @@ impl Provider {
             Err(e) => return internal(e),
         }
         // This bid's own demand raises the price of the next, not its own.
-        let take = self.price_to_take(now);
-        self.demand.lock().unwrap_or_else(|p| p.into_inner()).add(self.clock());
+        let take = if storage {
+            let take = self.price_to_take(now);
+            self.demand.lock().unwrap_or_else(|p| p.into_inner()).add(self.clock());
+            take
+        } else {
+            self.terms.price_per_gib_retrieval
+        };
         if t.price < take {
             return Response::Counter(Counter {
                 price: take,
@@ -149,7 +159,7 @@ impl Provider {
             None => None,
         };
         let committed = book.committed() - replaces.map_or(0, |r| r.1);
-        if committed + t.bytes > self.terms.capacity {
+        if storage && committed + t.bytes > self.terms.capacity {
             return Response::refused(
                 Refusal::Full,
                 format!("no room: {committed} of {} bytes promised, bid for {}", self.terms.capacity, t.bytes),
@@ -206,6 +216,33 @@ impl Provider {
             signed: codec::Bytes(promise.encode()),
         });
         Response::Promise(Box::new(promise))
+    }
+
+    /// A retrieval bid: short, and only for chunks held here for this
+    /// client (under one of its live promises).
+    fn can_serve(&self, from: &NodeKey, t: &crate::promise::Terms, now: u64) -> Result<(), Response> {
+        let duration = t.duration();
+        if duration == 0 || duration > self.terms.max_duration {
+            return Err(Response::refused(
+                Refusal::BadRequest,
+                format!("retrieval for {duration} s: at most {} s", self.terms.max_duration),
+            ));
+        }
+        let book = self.book();
+        let mut missing = 0;
+        for c in &t.chunks {
+            let covered = book.authorizing(from, &[0; 32], c, now).is_some();
+            if !covered || !self.store.holds(&ChunkId(*c)).unwrap_or(false) {
+                missing += 1;
+            }
+        }
+        if missing > 0 {
+            return Err(Response::refused(
+                Refusal::NotFound,
+                format!("{missing} of {} chunks are not held here for this client", t.chunks.len()),
+            ));
+        }
+        Ok(())
     }
 
     fn paid_by(&self, client: &NodeKey) -> u64 {

@@ -146,7 +146,9 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         if want == 0 {
             note(&mut report, format!("chunk {id} is referenced by no file or kept blob"));
             batch.delete_cf(store.cf("chunks"), id.0);
-            batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
+            if rec.is_local() {
+                batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
+            }
             batch.delete_cf(store.cf("pending"), id.0);
             batch.delete_cf(store.cf("bodies"), id.0);
             continue;
@@ -155,6 +157,11 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
             note(&mut report, format!("chunk {id}: reference count {} should be {want}", rec.refs));
             rec.refs = want;
             batch.put_cf(store.cf("chunks"), id.0, records::encode(&rec));
+        }
+        if !rec.is_local() {
+            // Evicted: the network holds it (scrub checks those copies).
+            report.chunks_remote += 1;
+            continue;
         }
         match store.read_body(&id, &rec) {
             Ok(body) if id.verifies(&body) => report.chunks_verified += 1,
@@ -188,7 +195,9 @@ fn recount_packs(store: &Store) -> Result<(), StoreError> {
     let mut live: HashMap<u32, u64> = HashMap::new();
     for item in store.db.iterator_cf(store.cf("chunks"), IteratorMode::Start) {
         let (_, v) = item?;
-        if let Ok(rec) = records::decode_chunk(&v) {
+        if let Ok(rec) = records::decode_chunk(&v)
+            && rec.is_local()
+        {
             *live.entry(rec.pack).or_default() += u64::from(rec.len);
         }
     }

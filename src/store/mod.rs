@@ -37,12 +37,14 @@
 
 mod blobs;
 mod ledger;
+mod local;
 mod market;
 mod packs;
 mod placement;
 pub mod records;
 mod txn;
 
+pub use local::{Evicted, REMOTE_PACK};
 pub use packs::Packs;
 pub use records::{BlobRecord, ChunkRecord, Dirent, Inode, Kind, PackRecord, Placement, Stamp};
 pub use txn::Txn;
@@ -86,7 +88,9 @@ const META_FORMAT: &[u8] = b"format";
 /// families or a key layout changes. 2 added `ledger` and `blobs` (created
 /// on open of a format 1 store, which is then marked 2: an older build
 /// would fail on the unknown column families anyway, now it says why).
-const FORMAT_VERSION: u64 = 2;
+/// 3: a chunk record may name no local body (`local::REMOTE_PACK`), which
+/// an older build would read as a missing pack.
+const FORMAT_VERSION: u64 = 3;
 
 /// What can go wrong in the store. Callers act on the kind: `Io` and `Db`
 /// are environmental (disk full, permissions), `Corrupt` means the index or
@@ -102,6 +106,9 @@ pub enum StoreError {
     /// The index names a chunk the store does not hold.
     #[error("chunk {0} is not in the local store")]
     ChunkMissing(ChunkId),
+    /// The chunk is placed and its body was evicted: fetch it from a holder.
+    #[error("chunk {0} is not cached locally")]
+    NotLocal(ChunkId),
     /// The store was written by a newer pactfs.
     #[error("store format {found} is newer than this build's {expected}")]
     Format { found: u64, expected: u64 },
@@ -142,6 +149,9 @@ pub struct Store {
     /// Chunk bodies appended by this process (dedup'd chunks not counted).
     chunks_written: AtomicU64,
     data_dir: PathBuf,
+    /// When each chunk's body was last read (a tick), for eviction.
+    recency: Mutex<std::collections::HashMap<ChunkId, u64>>,
+    tick: AtomicU64,
 }
 
 impl Store {
@@ -170,6 +180,8 @@ impl Store {
             writer: Mutex::new(()),
             next_ino: AtomicU64::new(ROOT_INO + 1),
             used_bytes: AtomicU64::new(0),
+            recency: Mutex::default(),
+            tick: AtomicU64::new(1),
             chunks_written: AtomicU64::new(0),
             data_dir: data_dir.to_path_buf(),
         };
@@ -345,10 +357,15 @@ impl Store {
     /// against the id before use).
     pub fn chunk_body(&self, id: &ChunkId) -> Result<Vec<u8>, StoreError> {
         let rec = self.chunk(id)?.ok_or(StoreError::ChunkMissing(*id))?;
-        self.read_body(id, &rec)
+        let body = self.read_body(id, &rec)?;
+        self.touch(id);
+        Ok(body)
     }
 
     pub(crate) fn read_body(&self, id: &ChunkId, rec: &ChunkRecord) -> Result<Vec<u8>, StoreError> {
+        if !rec.is_local() {
+            return Err(StoreError::NotLocal(*id));
+        }
         if rec.pack == INLINE_PACK {
             return self.db.get_cf(self.cf("bodies"), id.0)?.ok_or(StoreError::ChunkMissing(*id));
         }

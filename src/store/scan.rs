@@ -22,6 +22,10 @@ pub struct Stats {
     pub chunk_refs: u64,
     /// Sealed bytes of the distinct chunks.
     pub stored_bytes: u64,
+    /// Chunks whose sealed body is in the local cache, and their bytes
+    /// (the rest were evicted after placement: providers hold them).
+    pub local_chunks: u64,
+    pub local_bytes: u64,
     /// Sealed bytes that dedup did not have to store again.
     pub dedup_saved_bytes: u64,
     /// Chunks still waiting for placement (pinned locally).
@@ -51,6 +55,8 @@ pub struct FsckReport {
     pub dirents: u64,
     pub chunks: u64,
     pub chunks_verified: u64,
+    /// Placed chunks whose body was evicted (held by providers only).
+    pub chunks_remote: u64,
     /// Files unlinked while open when the node stopped (not damage;
     /// reclaimed by `--repair` and by the node at start).
     pub orphans: u64,
@@ -89,6 +95,10 @@ impl Store {
             s.chunks += 1;
             s.chunk_refs += rec.refs;
             s.stored_bytes += u64::from(rec.len);
+            if rec.is_local() {
+                s.local_chunks += 1;
+                s.local_bytes += u64::from(rec.len);
+            }
             s.dedup_saved_bytes += rec.refs.saturating_sub(1) * u64::from(rec.len);
             s.replicas += u64::from(rec.placement.replicas);
             if !rec.placement.pending {

@@ -188,13 +188,17 @@ impl<'a> Txn<'a> {
                             self.batch.delete_cf(store.cf("replicas"), records::replica_key(&id, &holder));
                         }
                     }
-                    if rec.pack == INLINE_PACK {
+                    if !rec.is_local() {
+                        // Its body went with eviction: nothing local to free.
+                    } else if rec.pack == INLINE_PACK {
                         self.batch.delete_cf(store.cf("bodies"), id.0);
                     } else {
                         self.batch.delete_cf(store.cf("pack_index"), records::pack_index_key(rec.pack, rec.offset));
                     }
-                    pack_deltas.entry(rec.pack).or_default().1 -= len;
-                    used_delta -= len;
+                    if rec.is_local() {
+                        pack_deltas.entry(rec.pack).or_default().1 -= len;
+                        used_delta -= len;
+                    }
                 }
                 continue;
             }

@@ -28,5 +28,6 @@ mod partition;
 mod placement;
 mod repair;
 mod restart;
+mod retrieval;
 mod signatures;
 mod status;
