@@ -10,6 +10,7 @@
 //! market   -> net, store, chunk, promise, ledger
 //! provider -> net, store, promise, ledger
 //! net      -> promise, codec
+//! snapshot -> store, chunk, promise, codec
 //! ledger   -> promise, codec
 //! store    -> chunk, codec
 //! promise  -> codec

@@ -114,6 +114,8 @@ fn valid_requests() -> impl Strategy<Value = Request> {
         (any::<u64>(), any::<u64>()).prop_map(move |(total, seq)| {
             Request::Pay(c2.sign(Cheque { client: c2.node_key(), provider, total, seq, at: seq / 2 }))
         }),
+        proptest::collection::vec(any::<u8>(), 0..4096).prop_map(Request::PutRoot),
+        any::<[u8; 32]>().prop_map(|k| Request::GetRoot(NodeKey(k))),
     ]
 }
 
@@ -161,6 +163,7 @@ fn valid_responses() -> impl Strategy<Value = Response> {
         proptest::collection::vec(any::<u8>(), 0..2048).prop_map(Response::Chunk),
         proptest::collection::vec(any::<bool>(), 0..256).prop_map(Response::Has),
         ".{0,200}".prop_map(|m| Response::Refused(Refused { why: Refusal::Busy, message: m })),
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..4096)).prop_map(Response::Root),
     ]
 }
 
@@ -168,7 +171,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..12, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..14, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
         check_request(kind, &body)?;
         check_response(kind, &body)?;
         let (r, peak) = peak_of(|| Announce::decode(&body).map(|_| ()));

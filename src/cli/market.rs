@@ -169,7 +169,25 @@ fn print_status(v: &Value) -> std::io::Result<()> {
         ),
         ("Blocked", blocked),
         ("Repair", repair_line(field(a, "repair"))),
+        ("Root", root_line(field(v, "root"))),
     ])
+}
+
+/// The published root in one line (what a restore on a new machine finds).
+fn root_line(r: &Value) -> String {
+    if r.is_null() {
+        return "none".into();
+    }
+    let mut line = match n(r, "seq") {
+        0 => "none published yet".to_string(),
+        seq => format!("#{seq}, {} parts, at {}", n(r, "parts"), n(r, "at")),
+    };
+    if r["placing"] == true {
+        line += "; a newer snapshot is being placed";
+    } else if r["synced"] != true && n(r, "seq") > 0 {
+        line += "; a durable sync waits for a newer one";
+    }
+    line
 }
 
 /// Repair in one line: what is left, what is done, what cannot be done.

@@ -74,7 +74,7 @@ impl Agent {
     /// Fetches the sealed body of `id` from a holder; the bytes returned
     /// hash to `id`.
     pub async fn fetch(&self, id: ChunkId) -> Result<Vec<u8>, FetchError> {
-        let (len, mut holders) = self
+        let (len, holders) = self
             .on_store(move |s| {
                 let len = s.chunk(&id)?.map_or(0, |r| u64::from(r.len));
                 let mut out = Vec::new();
@@ -89,6 +89,28 @@ impl Agent {
             })
             .await
             .map_err(FetchError::Store)?;
+        self.fetch_among(id, len, holders).await
+    }
+
+    /// Fetches a chunk this store has no record of from the given holders
+    /// (a restore fetching its snapshot parts, named by the signed root):
+    /// each serves it under the client's storage promise it holds, found
+    /// by the holder itself.
+    pub async fn fetch_from_holders(
+        &self,
+        id: ChunkId,
+        len: u64,
+        holders: Vec<NodeKey>,
+    ) -> Result<Vec<u8>, FetchError> {
+        self.fetch_among(id, len, holders.into_iter().map(|h| (h, [0; 32])).collect()).await
+    }
+
+    async fn fetch_among(
+        &self,
+        id: ChunkId,
+        len: u64,
+        mut holders: Vec<(NodeKey, [u8; 32])>,
+    ) -> Result<Vec<u8>, FetchError> {
         if holders.is_empty() {
             return Err(FetchError::NoHolder(id.fmt_short()));
         }

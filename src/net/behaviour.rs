@@ -50,9 +50,14 @@ fn behaviour(key: &identity::Keypair, cfg: &NetConfig) -> Result<Behaviour, NetE
             // A provider announces every chunk it holds.
             max_provided_keys: 4 << 20,
             max_records: 4096,
+            // The only records are drive roots (`promise::Root`).
+            max_value_bytes: crate::promise::MAX_ROOT_BYTES,
             ..Default::default()
         };
         let mut kcfg = kad::Config::new(kad::PROTOCOL_NAME);
+        // Inbound records and provider records come to the event loop,
+        // which keeps only roots that verify and are newer (`on_kad`).
+        kcfg.set_record_filtering(kad::StoreInserts::FilterBoth);
         kcfg.set_query_timeout(Duration::from_secs(30));
         // The event loop bootstraps once it has a peer; kad's own timer
         // would only warn "no known peers" on a node started first.

@@ -6,7 +6,9 @@ use super::peers::{self, PeerTable, Role};
 use super::proto::ChunkCodec;
 use super::proto::{Refusal, Request, Response};
 use super::{Announce, Command, Mode, NetConfig, NetError, NodeInfo, Service, announce, node_key_of, peer_of_addr};
+use crate::promise::{decode_root, root_dht_key};
 use futures::StreamExt;
+use libp2p::kad::store::RecordStore;
 use libp2p::request_response::{self as rr, OutboundRequestId};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, kad, mdns, ping};
@@ -37,6 +39,9 @@ pub fn market_key() -> kad::RecordKey {
 }
 
 type HoldersReply = oneshot::Sender<Result<Vec<PeerId>, NetError>>;
+type RootsReply = oneshot::Sender<Result<Vec<Vec<u8>>, NetError>>;
+/// Root records kept per lookup (the DHT's replication factor is 20).
+const MAX_ROOTS_FOUND: usize = 32;
 
 enum Internal {
     Served { proto: Proto, channel: rr::ResponseChannel<Response>, peer: PeerId, res: Response },
@@ -59,6 +64,7 @@ pub struct EventLoop {
     pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
     inflight: HashMap<PeerId, usize>,
     holder_queries: HashMap<kad::QueryId, (HashSet<PeerId>, HoldersReply)>,
+    root_queries: HashMap<kad::QueryId, (Vec<Vec<u8>>, RootsReply)>,
     provide_queue: VecDeque<[u8; 32]>,
     provide_inflight: HashSet<kad::QueryId>,
     internal_tx: mpsc::UnboundedSender<Internal>,
@@ -79,6 +85,7 @@ impl EventLoop {
             pending: HashMap::new(),
             inflight: HashMap::new(),
             holder_queries: HashMap::new(),
+            root_queries: HashMap::new(),
             provide_queue: VecDeque::new(),
             provide_inflight: HashSet::new(),
             internal_tx,
@@ -156,7 +163,9 @@ impl EventLoop {
                     Request::Put(_) => Proto::Put,
                     Request::Get(_) => Proto::Get,
                     Request::Has(_) => Proto::Has,
-                    Request::Ask | Request::Bid(_) | Request::Pay(_) => Proto::Market,
+                    Request::Ask | Request::Bid(_) | Request::Pay(_) | Request::PutRoot(_) | Request::GetRoot(_) => {
+                        Proto::Market
+                    }
                 };
                 let id = self.protocol(proto).send_request(&peer, *req);
                 self.pending.insert(id, reply);
@@ -191,6 +200,24 @@ impl EventLoop {
                     self.pump_provides();
                 }
             }
+            Command::PutRoot { value } => {
+                let Ok(root) = decode_root(&value, None) else { return };
+                if let Some(k) = self.swarm.behaviour_mut().kad.as_mut() {
+                    let record = kad::Record::new(kad::RecordKey::new(&root_dht_key(&root.body.client)), value);
+                    if let Err(e) = k.put_record(record, kad::Quorum::One) {
+                        tracing::warn!(cause = %e, "cannot publish the root in the DHT");
+                    }
+                }
+            }
+            Command::FindRoots { key, reply } => match self.swarm.behaviour_mut().kad.as_mut() {
+                Some(k) => {
+                    let id = k.get_record(kad::RecordKey::new(&key));
+                    self.root_queries.insert(id, (Vec::new(), reply));
+                }
+                None => {
+                    let _ = reply.send(Err(NetError::NoDht("finding a root")));
+                }
+            },
             Command::Shutdown => {}
         }
     }
@@ -439,8 +466,22 @@ impl EventLoop {
     }
 
     fn on_kad(&mut self, ev: kad::Event) {
+        if let kad::Event::InboundRequest { request } = &ev {
+            self.on_kad_inbound(request.clone());
+            return;
+        }
         let kad::Event::OutboundQueryProgressed { id, result, step, .. } = ev else { return };
         match result {
+            kad::QueryResult::GetRecord(Ok(kad::GetRecordOk::FoundRecord(r))) => {
+                if let Some((found, _)) = self.root_queries.get_mut(&id)
+                    && found.len() < MAX_ROOTS_FOUND
+                {
+                    found.push(r.record.value);
+                }
+            }
+            kad::QueryResult::PutRecord(Err(e)) => {
+                tracing::debug!(cause = ?e, "the root reached fewer DHT peers than asked");
+            }
             kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { key, providers })) => {
                 if let Some((found, _)) = self.holder_queries.get_mut(&id) {
                     found.extend(providers);
@@ -473,11 +514,48 @@ impl EventLoop {
             _ => {}
         }
         if step.last
+            && let Some((found, reply)) = self.root_queries.remove(&id)
+        {
+            let _ = reply.send(Ok(found));
+        }
+        if step.last
             && let Some((found, reply)) = self.holder_queries.remove(&id)
         {
             let mut v: Vec<PeerId> = found.into_iter().collect();
             v.sort();
             let _ = reply.send(Ok(v));
+        }
+    }
+}
+
+impl EventLoop {
+    /// With record filtering on, inbound records and provider records are
+    /// stored here: provider records as they come, records only when they
+    /// are a root that verifies, under its client's key, newer than the one
+    /// held (so nobody can replace a client's root with garbage or an older one).
+    fn on_kad_inbound(&mut self, request: kad::InboundRequest) {
+        let Some(k) = self.swarm.behaviour_mut().kad.as_mut() else { return };
+        match request {
+            kad::InboundRequest::AddProvider { record: Some(p) } => {
+                if let Err(e) = k.store_mut().add_provider(p) {
+                    tracing::debug!(cause = %e, "provider record not stored");
+                }
+            }
+            kad::InboundRequest::PutRecord { record: Some(r), source, .. } => {
+                let root = match decode_root(&r.value, None) {
+                    Ok(root) if r.key.as_ref() == root_dht_key(&root.body.client).as_slice() => root,
+                    Ok(_) => return tracing::debug!(%source, "a root under another key refused"),
+                    Err(e) => return tracing::debug!(%source, cause = %e, "a DHT record that is no root refused"),
+                };
+                let newer = k
+                    .store_mut()
+                    .get(&r.key)
+                    .is_none_or(|old| decode_root(&old.value, None).map_or(true, |o| o.body.seq < root.body.seq));
+                if newer && let Err(e) = k.store_mut().put(r) {
+                    tracing::debug!(cause = %e, "root record not stored");
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -96,6 +96,8 @@ enum Command {
     Asks { reply: oneshot::Sender<Vec<(PeerId, Signed<Ask>)>> },
     FindHolders { key: [u8; 32], reply: oneshot::Sender<Result<Vec<PeerId>, NetError>> },
     Provide { keys: Vec<[u8; 32]> },
+    PutRoot { value: Vec<u8> },
+    FindRoots { key: Vec<u8>, reply: oneshot::Sender<Result<Vec<Vec<u8>>, NetError>> },
     Shutdown,
 }
 
@@ -147,6 +149,16 @@ impl NetHandle {
     /// Announces that this node holds these chunks (hybrid: provider records).
     pub fn provide(&self, keys: Vec<[u8; 32]>) {
         let _ = self.tx.send(Command::Provide { keys });
+    }
+    /// Publishes an encoded signed root as a DHT record under its client's
+    /// key (hybrid only; nothing in market mode).
+    pub fn put_root(&self, value: Vec<u8>) {
+        let _ = self.tx.send(Command::PutRoot { value });
+    }
+    /// Every record found under a root key (hybrid only), unchecked: the
+    /// caller verifies and takes the newest.
+    pub async fn find_roots(&self, key: Vec<u8>) -> Result<Vec<Vec<u8>>, NetError> {
+        self.ask(|reply| Command::FindRoots { key, reply }).await?
     }
     /// Stops the network task; connections close.
     pub fn shutdown(&self) {

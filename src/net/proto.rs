@@ -7,7 +7,9 @@
 //! whose kind names the message and bounds its size.
 
 use crate::codec::{self, frame};
-use crate::promise::{Ask, Bid, Cheque, ChequeAck, MAX_PROMISE_BYTES, Promise, Receipt, Signed};
+use crate::promise::{
+    Ask, Bid, Cheque, ChequeAck, MAX_PROMISE_BYTES, MAX_ROOT_BYTES, NodeKey, Promise, Receipt, Signed,
+};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -62,6 +64,13 @@ pub struct HasChunks {
 }
 
 /// The answer to [`HasChunks`], one flag per id asked.
+/// A root on the wire (bytes decoded without trusting the length prefix).
+#[derive(Serialize, Deserialize)]
+struct RootBytes(codec::Bytes);
+
+#[derive(Serialize, Deserialize)]
+struct RootAnswer(Option<codec::Bytes>);
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct HasAnswer(#[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_HAS_IDS>")] Vec<bool>);
 
@@ -74,6 +83,11 @@ pub enum Request {
     Ask,
     Bid(Bid),
     Pay(Signed<Cheque>),
+    /// Keep this signed root (an encoded `promise::Root`) for its client,
+    /// if it is the sender's own and newer than the one held.
+    PutRoot(Vec<u8>),
+    /// The newest root held for this client.
+    GetRoot(NodeKey),
 }
 
 /// Why a request was not served; the message is for logs and people.
@@ -118,6 +132,8 @@ pub enum Response {
     Counter(Counter),
     Paid(Signed<ChequeAck>),
     Refused(Refused),
+    /// The newest root held for the client asked about (or just put).
+    Root(Option<Vec<u8>>),
 }
 
 impl Response {
@@ -133,6 +149,8 @@ const REQ_HAS: u8 = 3;
 const REQ_ASK: u8 = 4;
 const REQ_BID: u8 = 5;
 const REQ_PAY: u8 = 6;
+const REQ_PUT_ROOT: u8 = 7;
+const REQ_GET_ROOT: u8 = 8;
 const RES_STORED: u8 = 1;
 const RES_CHUNK: u8 = 2;
 const RES_HAS: u8 = 3;
@@ -141,6 +159,7 @@ const RES_ASK: u8 = 5;
 const RES_PROMISE: u8 = 6;
 const RES_COUNTER: u8 = 7;
 const RES_PAID: u8 = 8;
+const RES_ROOT: u8 = 9;
 /// An ask, a cheque or its acknowledgement: small statements.
 const SMALL: usize = 4096;
 
@@ -153,6 +172,8 @@ pub fn request_limit(kind: u8) -> Option<usize> {
         REQ_ASK => Some(0),
         REQ_BID => Some(MAX_PROMISE_BYTES),
         REQ_PAY => Some(SMALL),
+        REQ_PUT_ROOT => Some(MAX_ROOT_BYTES + 16),
+        REQ_GET_ROOT => Some(64),
         _ => None,
     }
 }
@@ -166,6 +187,7 @@ pub fn response_limit(kind: u8) -> Option<usize> {
         RES_REFUSED => Some(ENVELOPE),
         RES_ASK | RES_COUNTER | RES_PAID => Some(SMALL),
         RES_PROMISE => Some(MAX_PROMISE_BYTES),
+        RES_ROOT => Some(MAX_ROOT_BYTES + 16),
         _ => None,
     }
 }
@@ -197,6 +219,8 @@ impl Request {
             Request::Ask => (REQ_ASK, vec![]),
             Request::Bid(m) => (REQ_BID, vec![codec::encode_body(&m)]),
             Request::Pay(m) => (REQ_PAY, vec![codec::encode_body(&m)]),
+            Request::PutRoot(m) => (REQ_PUT_ROOT, vec![codec::encode_body(&RootBytes(codec::Bytes(m)))]),
+            Request::GetRoot(m) => (REQ_GET_ROOT, vec![codec::encode_body(&m)]),
         }
     }
     /// The frame kind and the whole frame body (for tests and tools).
@@ -222,6 +246,8 @@ impl Request {
             REQ_ASK => return Err(malformed("an ask request has no body")),
             REQ_BID => Request::Bid(codec::decode_body(&body)?),
             REQ_PAY => Request::Pay(codec::decode_body(&body)?),
+            REQ_PUT_ROOT => Request::PutRoot(codec::decode_body::<RootBytes>(&body)?.0.0),
+            REQ_GET_ROOT => Request::GetRoot(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown request kind {other}"))),
         })
     }
@@ -231,7 +257,7 @@ impl Request {
             Request::Put(_) => PUT,
             Request::Get(_) => GET,
             Request::Has(_) => HAS,
-            Request::Ask | Request::Bid(_) | Request::Pay(_) => MARKET,
+            Request::Ask | Request::Bid(_) | Request::Pay(_) | Request::PutRoot(_) | Request::GetRoot(_) => MARKET,
         }
     }
 }
@@ -248,6 +274,7 @@ impl Response {
             Response::Promise(m) => (RES_PROMISE, vec![codec::encode_body(&m)]),
             Response::Counter(m) => (RES_COUNTER, vec![codec::encode_body(&m)]),
             Response::Paid(m) => (RES_PAID, vec![codec::encode_body(&m)]),
+            Response::Root(m) => (RES_ROOT, vec![codec::encode_body(&RootAnswer(m.map(codec::Bytes)))]),
         }
     }
     pub fn encode(&self) -> (u8, Vec<u8>) {
@@ -264,6 +291,7 @@ impl Response {
             RES_PROMISE => Response::Promise(Box::new(codec::decode_body(&body)?)),
             RES_COUNTER => Response::Counter(codec::decode_body(&body)?),
             RES_PAID => Response::Paid(codec::decode_body(&body)?),
+            RES_ROOT => Response::Root(codec::decode_body::<RootAnswer>(&body)?.0.map(|b| b.0)),
             other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
         })
     }

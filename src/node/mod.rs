@@ -16,6 +16,7 @@ pub mod ledger;
 mod lock;
 mod mountinfo;
 mod network;
+mod roots;
 mod serve;
 
 /// Credits as people read them (the CLI formats prices with it).
@@ -155,11 +156,10 @@ pub fn mount(
     let started = (|| -> Result<_, NodeError> {
         let cfg = load_config(home)?;
         let secret = home.user_secret()?;
-        if home.restore_pending() {
-            // Mounting a fresh drive here would make the restore impossible.
-            return Err(NodeError::Network("this home waits for a restore, which this build cannot do yet".into()));
-        }
         let store = Arc::new(open_store(home)?);
+        if home.restore_pending() {
+            roots::restore(home, &cfg, &secret, &store)?;
+        }
         let orphans = store.sweep_orphans()?;
         if orphans > 0 {
             tracing::info!(orphans, "removed files unlinked while open before a crash");

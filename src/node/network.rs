@@ -5,6 +5,7 @@
 
 use super::durable::{DriveDurability, Tracker};
 use super::ledger::{NodeLedger, SEAL_EVERY};
+use super::roots::{Roots, publish_roots};
 use super::{Home, NodeError, control};
 use crate::config::{Config, NetworkMode};
 use crate::ledger::Ledger;
@@ -36,6 +37,8 @@ pub struct Network {
     /// Stops the agent and the sealing task.
     /// Status and `sync --durable` waits (a node with a drive).
     tracker: Option<Tracker>,
+    /// The root publisher's state (a node with a drive).
+    roots: Option<Arc<Roots>>,
     stop_agent: watch::Sender<bool>,
     mode: Mode,
 }
@@ -132,13 +135,23 @@ impl Network {
                     cfg.storage.cache_size.bytes(),
                     stop_rx.clone(),
                 ));
-                runtime.spawn(reload(home.config_file(), agent.clone(), stop_rx));
+                runtime.spawn(reload(home.config_file(), agent.clone(), stop_rx.clone()));
                 Some(agent)
             }
             None => None,
         };
         let tracker = match (&drive_store, &agent) {
             (Some(s), Some(a)) => Some(Tracker::new(s.clone(), a.clone())),
+            _ => None,
+        };
+        let roots = match (&drive_store, home.user_secret()) {
+            (Some(s), Ok(secret)) => {
+                let roots = Roots::new(s);
+                let signer = Signer::from_seed(&seed);
+                let task = publish_roots(roots.clone(), s.clone(), net.clone(), signer, secret, mode, stop_rx);
+                runtime.spawn(task);
+                Some(roots)
+            }
             _ => None,
         };
         Ok(Network {
@@ -150,6 +163,7 @@ impl Network {
             drive_store,
             ledger,
             tracker,
+            roots,
             stop_agent,
             mode,
         })
@@ -238,10 +252,18 @@ impl Network {
             control::Request::LedgerAppend { .. } => self.answer_ledger(req),
             control::Request::Promises => reply(self.agent().and_then(|a| json(a.promises()))),
             control::Request::Market => reply(self.agent().and_then(|a| json(a.market()))),
-            control::Request::Status => {
-                reply(self.tracker().and_then(|t| t.status().map_err(|e| e.to_string())).and_then(json))
-            }
+            control::Request::Status => reply(
+                self.tracker().and_then(|t| t.status().map_err(|e| e.to_string())).and_then(json).and_then(|mut v| {
+                    if let Some(r) = &self.roots {
+                        v["root"] = json(r.status())?;
+                    }
+                    Ok(v)
+                }),
+            ),
             control::Request::DurableStart { ino } => reply(self.tracker().and_then(|t| {
+                if let Some(r) = &self.roots {
+                    r.want();
+                }
                 let (token, p) = t.start(*ino).map_err(|e| e.to_string())?;
                 let mut v = json(p)?;
                 v["token"] = token.into();

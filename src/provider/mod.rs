@@ -11,6 +11,7 @@
 mod book;
 mod market;
 pub mod pricing;
+mod roots;
 
 pub use market::{ASK_TTL_SECS, PAYMENT_GRACE_SECS};
 
@@ -281,6 +282,8 @@ impl Service for Provider {
             Request::Ask => Response::Ask(self.make_ask(&[])),
             Request::Bid(b) => self.bid(from, b),
             Request::Pay(c) => self.pay(from, c),
+            Request::PutRoot(r) => self.put_root(from, r),
+            Request::GetRoot(c) => self.get_root(&c),
         }
     }
 

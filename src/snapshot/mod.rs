@@ -106,7 +106,7 @@ pub fn take(store: &Store, secret: &UserSecret) -> Result<Vec<SealedPart>, Snaps
             sealed,
         });
     };
-    store.snapshot_scan(|cf, k, v| {
+    store.snapshot_scan(PART_LABEL, |cf, k, v| {
         let size = k.len() + v.len() + PER_ENTRY;
         if size > MAX_ENTRY_BYTES {
             too_large = Some(size);

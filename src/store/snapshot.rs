@@ -15,6 +15,7 @@ use super::local::REMOTE_PACK;
 use super::records;
 use super::{META_FORMAT, Store, StoreError};
 use rocksdb::{IteratorMode, WriteBatch};
+use std::collections::HashSet;
 
 /// The column families a snapshot carries; an entry names one by its
 /// index here, so the order is part of the snapshot format (append only).
@@ -25,22 +26,46 @@ const LOAD_BATCH: usize = 4 << 20;
 
 impl Store {
     /// Calls `f(cf, key, value)` (`cf` an index into [`SNAPSHOT_CFS`]) for
-    /// every entry a snapshot carries, all from one point in time.
+    /// every entry a snapshot carries, all from one point in time. Kept
+    /// blobs labelled `skip_label...` (earlier snapshots' own parts) are
+    /// left out with their chunk and replica records: a snapshot of an
+    /// unchanged drive is then the same bytes as the last one.
     pub fn snapshot_scan(
         &self,
+        skip_label: &str,
         mut f: impl FnMut(u8, &[u8], &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let snap = self.db.snapshot();
+        let mut skip: HashSet<Vec<u8>> = HashSet::new();
+        for item in snap.iterator_cf(self.cf("blobs"), IteratorMode::Start) {
+            let (k, v) = item?;
+            if records::decode_blob(&v).is_ok_and(|b| b.what.starts_with(skip_label)) {
+                skip.insert(k.to_vec());
+            }
+        }
         for (i, name) in SNAPSHOT_CFS.iter().enumerate() {
             for item in snap.iterator_cf(self.cf(name), IteratorMode::Start) {
                 let (k, v) = item?;
                 if *name == "meta" && &*k == META_FORMAT {
                     continue;
                 }
-                f(i as u8, &k, &v)?;
+                let skipped = match *name {
+                    "blobs" | "chunks" => skip.contains(&*k),
+                    "replicas" => k.len() >= 32 && skip.contains(&k[..32]),
+                    _ => false,
+                };
+                if !skipped {
+                    f(i as u8, &k, &v)?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// RocksDB's sequence number: it moves with every write, so an
+    /// unchanged number means an unchanged store.
+    pub fn write_seq(&self) -> u64 {
+        self.db.latest_sequence_number()
     }
 
     /// Whether no chunk and no file was ever stored here (only the root

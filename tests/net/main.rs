@@ -28,6 +28,7 @@ mod partition;
 mod placement;
 mod repair;
 mod restart;
+mod restore;
 mod retrieval;
 mod signatures;
 mod status;
