@@ -37,7 +37,7 @@ use tokio::sync::watch;
 const TICK: Duration = Duration::from_secs(2);
 /// A changed store is snapshotted at most this often unless a durable
 /// sync asks.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(300);
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(900);
 /// The published root, in the drive store's `market` records.
 const MINE: &[u8] = b"root/mine";
 /// How long a restore waits for a root before it gives up.
