@@ -31,6 +31,7 @@ pub mod node;
 pub mod promise;
 pub mod provider;
 pub mod reputation;
+pub mod snapshot;
 pub mod store;
 
 /// Deterministic test bytes shared by the unit tests.

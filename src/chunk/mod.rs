@@ -14,7 +14,7 @@ mod cut;
 mod seal;
 
 pub use cut::{ChunkSizes, Chunker};
-pub use seal::{ChunkError, UserSecret, open, seal};
+pub use seal::{ChunkError, UserSecret, open, open_with, seal, seal_with};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -84,6 +84,27 @@ pub fn open(id: &ChunkId, key: &ChunkKey, mut sealed: Vec<u8>) -> Result<Vec<u8>
     Ok(sealed)
 }
 
+/// Seals `plaintext` under a key the caller derived for this one
+/// plaintext (never reused for another: the nonce is fixed). For small
+/// records that are not chunks, such as a snapshot root's part list.
+pub fn seal_with(key: &ChunkKey, plaintext: &[u8]) -> Vec<u8> {
+    let mut sealed = plaintext.to_vec();
+    let nonce = Nonce::assume_unique_for_key([0u8; NONCE_LEN]);
+    let tag = aead_key(key)
+        .seal_in_place_separate_tag(nonce, Aad::empty(), &mut sealed)
+        .expect("AES-GCM seals any record below 64 GiB");
+    sealed.extend_from_slice(tag.as_ref());
+    sealed
+}
+
+/// Opens bytes from [`seal_with`]; `None` if they do not authenticate.
+pub fn open_with(key: &ChunkKey, mut sealed: Vec<u8>) -> Option<Vec<u8>> {
+    let nonce = Nonce::assume_unique_for_key([0u8; NONCE_LEN]);
+    let len = aead_key(key).open_in_place(nonce, Aad::empty(), &mut sealed).ok()?.len();
+    sealed.truncate(len);
+    Some(sealed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

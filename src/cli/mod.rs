@@ -35,7 +35,15 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a home: commented default config, node identity, user secret.
-    Init,
+    Init {
+        /// Use the keys of a `pactfs key export` file instead; the first
+        /// mount then rebuilds the drive from its providers.
+        #[arg(long, value_name = "KEYFILE")]
+        restore: Option<PathBuf>,
+    },
+    /// The home's keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Mount the drive at MOUNTPOINT (in the background unless --foreground).
     Mount {
         mountpoint: PathBuf,
@@ -164,6 +172,18 @@ enum DebugCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Write the node identity and the user secret into one file (0600),
+    /// everything `pactfs init --restore` needs on another machine. Keep it
+    /// secret: it reads the whole drive.
+    Export {
+        /// Where to write (never over an existing file).
+        #[arg(long, value_name = "FILE", default_value = "pactfs.keys")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum NodeCommand {
     /// Peer id and listen addresses (with the real ports), mode and role.
     Info {
@@ -239,7 +259,13 @@ fn home_of(cli_home: &Option<PathBuf>) -> Result<Home> {
 fn run(cli: Cli) -> Result<i32> {
     let home = home_of(&cli.home)?;
     match cli.command {
-        Command::Init => init(&home),
+        Command::Init { restore: None } => init(&home),
+        Command::Init { restore: Some(keyfile) } => init_restore(&home, &keyfile),
+        Command::Key(KeyCommand::Export { out }) => {
+            home.export_keys(&out).with_context(|| format!("cannot export the keys to {}", out.display()))?;
+            print_kv(&[("Keys", out.display().to_string())])?;
+            Ok(0)
+        }
         Command::Mount { mountpoint, foreground, allow_other } => {
             mount(&home, &mountpoint, foreground, MountOptions { allow_other })
         }
@@ -286,6 +312,18 @@ fn init(home: &Home) -> Result<i32> {
         ("Data", home.data_dir.display().to_string()),
         ("Config", home.config_file().display().to_string()),
         ("Node key", crate::chunk::hex(identity.verifying_key().as_bytes())),
+    ])?;
+    Ok(0)
+}
+
+fn init_restore(home: &Home, keyfile: &Path) -> Result<i32> {
+    let node = home.init_restore(keyfile).context("cannot initialise the pactfs home from the key file")?;
+    print_kv(&[
+        ("Home", home.config_dir.display().to_string()),
+        ("Data", home.data_dir.display().to_string()),
+        ("Config", home.config_file().display().to_string()),
+        ("Node key", crate::chunk::hex(&node)),
+        ("Restore", "at the first mount (set the network in the config first)".to_string()),
     ])?;
     Ok(0)
 }

@@ -53,6 +53,16 @@ impl Home {
     /// Creates the home with a commented default config, a node identity
     /// and a user secret. Refuses to overwrite existing keys.
     pub fn init(&self) -> Result<SigningKey, NodeError> {
+        let rng = SystemRandom::new();
+        let mut seed = [0u8; 32];
+        rng.fill(&mut seed).map_err(|_| NodeError::Random)?;
+        let mut secret = [0u8; 32];
+        rng.fill(&mut secret).map_err(|_| NodeError::Random)?;
+        self.init_with(seed, secret)
+    }
+
+    /// [`Home::init`] with given keys (`init --restore`).
+    pub fn init_with(&self, seed: [u8; 32], secret: [u8; 32]) -> Result<SigningKey, NodeError> {
         for key in [self.identity_file(), self.secret_file()] {
             if key.exists() {
                 return Err(NodeError::KeysExist(key));
@@ -65,12 +75,7 @@ impl Home {
         if !self.config_file().exists() {
             write_durable(&self.config_file(), crate::config::DEFAULT_CONFIG_TOML.as_bytes(), 0o600)?;
         }
-        let rng = SystemRandom::new();
-        let mut seed = [0u8; 32];
-        rng.fill(&mut seed).map_err(|_| NodeError::Random)?;
         let identity = SigningKey::from_bytes(&seed);
-        let mut secret = [0u8; 32];
-        rng.fill(&mut secret).map_err(|_| NodeError::Random)?;
         write_durable(&self.identity_file(), &seed, 0o600)?;
         write_durable(&self.secret_file(), &secret, 0o600)?;
         Ok(identity)
@@ -102,7 +107,7 @@ fn read_key(path: &Path) -> Result<[u8; 32], NodeError> {
 /// temp file, fsync, link into place (never over an existing file), fsync
 /// the directory.
 pub fn write_durable(path: &Path, bytes: &[u8], mode: u32) -> Result<(), NodeError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().map_or("pactfs".into(), |n| n.to_string_lossy())));
     let _ = fs::remove_file(&tmp);
     let mut f =

@@ -11,6 +11,7 @@ pub mod daemon;
 mod cache;
 mod durable;
 pub mod home;
+mod keys;
 pub mod ledger;
 mod lock;
 mod mountinfo;
@@ -50,6 +51,8 @@ pub enum NodeError {
     NotInitialised(PathBuf),
     #[error("{path}: a key must be 32 bytes, found {len}")]
     BadKey { path: PathBuf, len: usize },
+    #[error("{path}: {why}")]
+    BadKeyFile { path: PathBuf, why: String },
     #[error("the system random number generator failed")]
     Random,
     #[error(transparent)]
@@ -152,6 +155,10 @@ pub fn mount(
     let started = (|| -> Result<_, NodeError> {
         let cfg = load_config(home)?;
         let secret = home.user_secret()?;
+        if home.restore_pending() {
+            // Mounting a fresh drive here would make the restore impossible.
+            return Err(NodeError::Network("this home waits for a restore, which this build cannot do yet".into()));
+        }
         let store = Arc::new(open_store(home)?);
         let orphans = store.sweep_orphans()?;
         if orphans > 0 {

@@ -10,10 +10,15 @@
 //! chunk stored under a promise with a [`Receipt`] it signs.
 
 mod market;
+mod root;
 
 pub use market::{
     Ask, AuditTerms, Bid, CLOCK_SKEW_SECS, Cheque, ChequeAck, MAX_ASK_ADDRS, MAX_PROMISE_BYTES, MAX_PROMISE_CHUNKS,
     MILLI, MONTH_SECS, Promise, PromiseKind, Terms, credits, retrieval_cost, storage_cost, to_milli,
+};
+
+pub use root::{
+    MAX_ROOT_BYTES, MAX_ROOT_LEDGER, MAX_ROOT_PARTS, Root, RootError, decode_root, encode_root, root_dht_key,
 };
 
 use crate::codec;

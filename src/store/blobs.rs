@@ -37,6 +37,19 @@ impl Store {
         Ok(true)
     }
 
+    /// Lets a kept blob go (an old snapshot part, once a newer root's
+    /// parts are placed): its chunk is released like a deleted file's.
+    /// Returns false if it was not kept.
+    pub fn release_blob(&self, id: &ChunkId) -> Result<bool, StoreError> {
+        let mut txn = self.begin();
+        if self.db.get_pinned_cf(self.cf("blobs"), id.0)?.is_none() {
+            return Ok(false);
+        }
+        txn.release_blob(id);
+        txn.commit(true)?;
+        Ok(true)
+    }
+
     /// Every kept blob, in id order.
     pub fn blobs(&self) -> Result<Vec<(ChunkId, BlobRecord)>, StoreError> {
         let mut out = Vec::new();

@@ -42,11 +42,13 @@ mod market;
 mod packs;
 mod placement;
 pub mod records;
+mod snapshot;
 mod txn;
 
 pub use local::{Evicted, REMOTE_PACK};
 pub use packs::Packs;
 pub use records::{BlobRecord, ChunkRecord, Dirent, Inode, Kind, PackRecord, Placement, Stamp};
+pub use snapshot::SNAPSHOT_CFS;
 pub use txn::Txn;
 
 use crate::chunk::{ChunkId, ManifestEntry};

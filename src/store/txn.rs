@@ -137,6 +137,12 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// Drops a kept blob's record and the reference it held.
+    pub fn release_blob(&mut self, id: &ChunkId) {
+        self.batch.delete_cf(self.store.cf("blobs"), id.0);
+        self.ref_chunk(id, -1);
+    }
+
     /// Changes a chunk's reference count by `delta` (negative to release).
     pub fn ref_chunk(&mut self, id: &ChunkId, delta: i64) {
         *self.chunk_deltas.entry(*id).or_default() += delta;
