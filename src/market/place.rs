@@ -391,6 +391,12 @@ impl Agent {
 
     /// Records that a provider did not keep a promise.
     pub(super) fn break_promise(&self, pid: [u8; 32], provider: NodeKey, why: &str) {
+        self.break_promise_with(pid, provider, why, Vec::new());
+    }
+
+    /// Breaks a promise with `evidence` for the ledger (empty: the promise
+    /// itself, both signatures).
+    pub(super) fn break_promise_with(&self, pid: [u8; 32], provider: NodeKey, why: &str, evidence: Vec<u8>) {
         tracing::warn!(promise = %hex(&pid), provider = ?provider, cause = %why, "broken promise");
         let (evidence, withheld) = {
             let mut held = lock(&self.held);
@@ -403,7 +409,7 @@ impl Agent {
             h.broken_at = Some(now);
             h.reason = why.to_string();
             let withheld = h.promise.terms.total_cost().saturating_sub(h.promise.terms.accrued(now));
-            let e = h.promise.encode();
+            let e = if evidence.is_empty() { h.promise.encode() } else { evidence };
             self.save(h);
             (e, withheld)
         };

@@ -45,6 +45,29 @@ pub struct GetChunk {
     pub range: Option<(u64, u32)>,
 }
 
+/// Largest byte range one audit may ask for.
+pub const MAX_AUDIT_RANGE: u32 = 1024 * 1024;
+
+/// Audit: prove you hold `len` bytes of chunk `id` from `offset` (a node
+/// of the chunk's BLAKE3 tree, see `chunk::proof`), under a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChunk {
+    pub promise: [u8; 32],
+    pub id: [u8; 32],
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// The answer to an audit: the bytes and the sibling chaining values from
+/// the root down (`chunk::proof::verify` checks them against the id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audited {
+    #[serde(with = "codec::bytes")]
+    pub bytes: Vec<u8>,
+    #[serde(deserialize_with = "codec::bounded_seq::<_, _, { crate::chunk::proof::MAX_SIBLINGS }>")]
+    pub siblings: Vec<[u8; 32]>,
+}
+
 /// A provider's answer to a bid below its price: the price it would take.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
@@ -74,6 +97,7 @@ pub enum Request {
     Ask,
     Bid(Bid),
     Pay(Signed<Cheque>),
+    Audit(AuditChunk),
 }
 
 /// Why a request was not served; the message is for logs and people.
@@ -118,6 +142,7 @@ pub enum Response {
     Counter(Counter),
     Paid(Signed<ChequeAck>),
     Refused(Refused),
+    Audited(Audited),
 }
 
 impl Response {
@@ -133,6 +158,7 @@ const REQ_HAS: u8 = 3;
 const REQ_ASK: u8 = 4;
 const REQ_BID: u8 = 5;
 const REQ_PAY: u8 = 6;
+const REQ_AUDIT: u8 = 16;
 const RES_STORED: u8 = 1;
 const RES_CHUNK: u8 = 2;
 const RES_HAS: u8 = 3;
@@ -141,6 +167,7 @@ const RES_ASK: u8 = 5;
 const RES_PROMISE: u8 = 6;
 const RES_COUNTER: u8 = 7;
 const RES_PAID: u8 = 8;
+const RES_AUDITED: u8 = 16;
 /// An ask, a cheque or its acknowledgement: small statements.
 const SMALL: usize = 4096;
 
@@ -153,6 +180,7 @@ pub fn request_limit(kind: u8) -> Option<usize> {
         REQ_ASK => Some(0),
         REQ_BID => Some(MAX_PROMISE_BYTES),
         REQ_PAY => Some(SMALL),
+        REQ_AUDIT => Some(128),
         _ => None,
     }
 }
@@ -166,6 +194,7 @@ pub fn response_limit(kind: u8) -> Option<usize> {
         RES_REFUSED => Some(ENVELOPE),
         RES_ASK | RES_COUNTER | RES_PAID => Some(SMALL),
         RES_PROMISE => Some(MAX_PROMISE_BYTES),
+        RES_AUDITED => Some(MAX_AUDIT_RANGE as usize + crate::chunk::proof::MAX_SIBLINGS * 32 + 64),
         _ => None,
     }
 }
@@ -197,6 +226,7 @@ impl Request {
             Request::Ask => (REQ_ASK, vec![]),
             Request::Bid(m) => (REQ_BID, vec![codec::encode_body(&m)]),
             Request::Pay(m) => (REQ_PAY, vec![codec::encode_body(&m)]),
+            Request::Audit(m) => (REQ_AUDIT, vec![codec::encode_body(&m)]),
         }
     }
     /// The frame kind and the whole frame body (for tests and tools).
@@ -222,6 +252,7 @@ impl Request {
             REQ_ASK => return Err(malformed("an ask request has no body")),
             REQ_BID => Request::Bid(codec::decode_body(&body)?),
             REQ_PAY => Request::Pay(codec::decode_body(&body)?),
+            REQ_AUDIT => Request::Audit(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown request kind {other}"))),
         })
     }
@@ -231,7 +262,7 @@ impl Request {
             Request::Put(_) => PUT,
             Request::Get(_) => GET,
             Request::Has(_) => HAS,
-            Request::Ask | Request::Bid(_) | Request::Pay(_) => MARKET,
+            Request::Ask | Request::Bid(_) | Request::Pay(_) | Request::Audit(_) => MARKET,
         }
     }
 }
@@ -248,6 +279,7 @@ impl Response {
             Response::Promise(m) => (RES_PROMISE, vec![codec::encode_body(&m)]),
             Response::Counter(m) => (RES_COUNTER, vec![codec::encode_body(&m)]),
             Response::Paid(m) => (RES_PAID, vec![codec::encode_body(&m)]),
+            Response::Audited(m) => (RES_AUDITED, vec![codec::encode_body(&m)]),
         }
     }
     pub fn encode(&self) -> (u8, Vec<u8>) {
@@ -264,6 +296,7 @@ impl Response {
             RES_PROMISE => Response::Promise(Box::new(codec::decode_body(&body)?)),
             RES_COUNTER => Response::Counter(codec::decode_body(&body)?),
             RES_PAID => Response::Paid(codec::decode_body(&body)?),
+            RES_AUDITED => Response::Audited(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
         })
     }

@@ -152,6 +152,7 @@ fn kind(answer: &Result<Response, net::NetError>) -> String {
         Ok(Response::Promise(_)) => "Promise".into(),
         Ok(Response::Counter(_)) => "Counter".into(),
         Ok(Response::Paid(_)) => "Paid".into(),
+        Ok(Response::Audited(_)) => "Audited".into(),
         Err(e) => format!("error: {e}"),
     }
 }
