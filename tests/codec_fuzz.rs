@@ -7,7 +7,9 @@
 
 use pactfs::codec::frame;
 use pactfs::net::Announce;
-use pactfs::net::proto::{self, Counter, GetChunk, HasChunks, PutChunk, Refusal, Refused, Request, Response};
+use pactfs::net::proto::{
+    self, AuditChunk, Audited, Counter, GetChunk, HasChunks, PutChunk, Refusal, Refused, Request, Response,
+};
 use pactfs::promise::{Ask, AuditTerms, Cheque, ChequeAck, NodeKey, Promise, PromiseKind, Receipt, Signer, Terms};
 use proptest::prelude::*;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -116,6 +118,8 @@ fn valid_requests() -> impl Strategy<Value = Request> {
         }),
         proptest::collection::vec(any::<u8>(), 0..4096).prop_map(Request::PutRoot),
         any::<[u8; 32]>().prop_map(|k| Request::GetRoot(NodeKey(k))),
+        (any::<[u8; 32]>(), any::<[u8; 32]>(), any::<u64>(), any::<u32>())
+            .prop_map(|(promise, id, offset, len)| Request::Audit(AuditChunk { promise, id, offset, len })),
     ]
 }
 
@@ -162,6 +166,8 @@ fn valid_responses() -> impl Strategy<Value = Response> {
         }),
         proptest::collection::vec(any::<u8>(), 0..2048).prop_map(Response::Chunk),
         proptest::collection::vec(any::<bool>(), 0..256).prop_map(Response::Has),
+        (proptest::collection::vec(any::<u8>(), 0..2048), proptest::collection::vec(any::<[u8; 32]>(), 0..64))
+            .prop_map(|(bytes, siblings)| Response::Audited(Audited { bytes, siblings })),
         ".{0,200}".prop_map(|m| Response::Refused(Refused { why: Refusal::Busy, message: m })),
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..4096)).prop_map(Response::Root),
     ]
@@ -171,7 +177,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
     #[test]
-    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..14, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
+    fn arbitrary_bodies_never_panic_or_overallocate(kind in 0u8..20, body in proptest::collection::vec(any::<u8>(), 0..4096)) {
         check_request(kind, &body)?;
         check_response(kind, &body)?;
         let (r, peak) = peak_of(|| Announce::decode(&body).map(|_| ()));

@@ -11,6 +11,7 @@
 //! Invariant: this module never does I/O and never touches RocksDB.
 
 mod cut;
+pub mod proof;
 mod seal;
 
 pub use cut::{ChunkSizes, Chunker};

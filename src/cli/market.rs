@@ -316,6 +316,72 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
     }
 }
 
+/// `pactfs audit [--now]`: the last audit of each promise. Exit 1 if
+/// any audit shown failed.
+pub fn audit(home: &Home, now: bool, json: bool) -> Result<i32> {
+    let v = ask(home, control::Request::Audit { now }, FLUSH_TIMEOUT)?;
+    let list = v.as_array().cloned().unwrap_or_default();
+    let failed = list.iter().filter(|a| !field(a, "passed").as_bool().unwrap_or(false)).count();
+    if json {
+        print_json(&v)?;
+    } else {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|a| {
+                vec![
+                    short(&s(a, "promise"), 12),
+                    short(&s(a, "provider"), 16),
+                    utc(n(a, "at")),
+                    short(&s(a, "chunk"), 12),
+                    format!("{}+{}", n(a, "offset"), n(a, "len")),
+                    if field(a, "passed").as_bool().unwrap_or(false) { "passed".into() } else { "FAILED".into() },
+                    s(a, "detail"),
+                ]
+            })
+            .collect();
+        print_table(&["PROMISE", "PROVIDER", "WHEN", "CHUNK", "RANGE", "RESULT", "DETAIL"], &rows)?;
+        if now && list.is_empty() {
+            eprintln!("pactfs: no promise had anything to audit");
+        }
+    }
+    Ok(i32::from(failed > 0))
+}
+
+/// `pactfs reputation`: each provider's score and the broken promises behind it.
+pub fn reputation(home: &Home, json: bool) -> Result<i32> {
+    let v = ask(home, control::Request::Reputation, ASK_TIMEOUT)?;
+    if json {
+        print_json(&v)?;
+        return Ok(0);
+    }
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let broken = field(r, "broken").as_array().cloned().unwrap_or_default();
+            let evidence = broken
+                .first()
+                .map(|b| format!("{} ({} broken): {}", short(&s(b, "promise"), 12), broken.len(), s(b, "reason")))
+                .unwrap_or_default();
+            vec![
+                short(&s(r, "provider"), 16),
+                format!("{:.2}", field(r, "score").as_f64().unwrap_or(0.0)),
+                format!("{:.1}", field(r, "kept").as_f64().unwrap_or(0.0)),
+                format!("{:.1}", field(r, "broken_weight").as_f64().unwrap_or(0.0)),
+                evidence,
+            ]
+        })
+        .collect();
+    print_table(&["PROVIDER", "SCORE", "KEPT", "BROKEN", "LATEST BROKEN PROMISE"], &rows)?;
+    Ok(0)
+}
+
+/// The first `n` characters of an id (a table cell).
+fn short(id: &str, n: usize) -> String {
+    id.chars().take(n).collect()
+}
+
 #[derive(Clone, Copy)]
 pub enum CacheOp {
     Pin,

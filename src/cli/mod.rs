@@ -124,6 +124,21 @@ enum Command {
         /// A file or directory inside the mount (default: the whole drive).
         path: Option<PathBuf>,
     },
+    /// The audits of the promises held: each promise's last audit (when,
+    /// chunk, range, result). --now audits every active promise first;
+    /// exit 1 if any audit failed.
+    Audit {
+        #[arg(long)]
+        now: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each provider's reputation (score, kept, broken) and the broken
+    /// promises behind it.
+    Reputation {
+        #[arg(long)]
+        json: bool,
+    },
     /// Keep a file or directory (all files under it) on this machine,
     /// fetching what is not local now.
     Pin {
@@ -290,6 +305,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Market { json } => market::market(&home, json),
         Command::Status { json, watch } => market::status(&home, json, watch),
         Command::Sync { durable, path } => market::sync(&home, durable, path.as_deref()),
+        Command::Audit { now, json } => market::audit(&home, now, json),
+        Command::Reputation { json } => market::reputation(&home, json),
         Command::Pin { path, json } => market::cache(&home, market::CacheOp::Pin, path.as_deref(), json),
         Command::Unpin { path, json } => market::cache(&home, market::CacheOp::Unpin, path.as_deref(), json),
         Command::Evict { path, json } => market::cache(&home, market::CacheOp::Evict, path.as_deref(), json),

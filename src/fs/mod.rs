@@ -537,6 +537,9 @@ impl Drive {
         if let Some(plain) = self.cache.get(&e.id) {
             return Ok(plain);
         }
+        if let Some(plain) = self.cache.wait_loading(&e.id) {
+            return Ok(plain);
+        }
         let plain = Arc::new(load_chunk(&self.store, self.remote().as_deref(), e)?);
         self.cache.insert(e.id, plain.clone());
         Ok(plain)

@@ -12,6 +12,7 @@
 
 mod asks;
 mod assign;
+mod audit;
 mod bid;
 mod budget;
 mod fetch;
@@ -23,6 +24,7 @@ mod repair;
 mod scrub;
 
 pub use asks::AskView;
+pub use audit::{AuditView, BrokenView, ProviderReputation};
 pub use fetch::FetchError;
 pub use held::{Held, State, month_of};
 pub use repair::RepairStatus;
@@ -407,6 +409,7 @@ impl Agent {
             };
             self.renew_and_expire().await;
             self.repair_step().await;
+            self.audit_step().await;
             self.pay_due().await;
             if *stop.borrow() {
                 break;

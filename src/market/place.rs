@@ -258,6 +258,24 @@ impl Agent {
         assign::assign(cfg, self.mode, batch, recorded, newcomers, &open, &mut explored)
     }
 
+    /// A chunk's sealed body: local, or (re-placing a chunk the cache no
+    /// longer has) fetched from a surviving replica and kept locally.
+    async fn local_or_fetched(&self, id: ChunkId) -> Result<Vec<u8>, String> {
+        let local = self
+            .on_store(move |s| match s.chunk_body(&id) {
+                Err(crate::store::StoreError::NotLocal(_)) => Ok(None),
+                other => other.map(Some),
+            })
+            .await?;
+        if let Some(body) = local {
+            return Ok(body);
+        }
+        let body = self.fetch(id).await.map_err(|e| e.to_string())?;
+        let b = body.clone();
+        self.on_store(move |s| s.restore_body(&id, &b)).await?;
+        Ok(body)
+    }
+
     /// Uploads one chunk to each of its targets.
     async fn place_chunk(
         &self,
@@ -267,7 +285,7 @@ impl Agent {
         per: &HashMap<NodeKey, Arc<Semaphore>>,
         replication: u32,
     ) -> Vec<(NodeKey, [u8; 32], Upload)> {
-        let body = match self.on_store(move |s| s.chunk_body(&id)).await {
+        let body = match self.local_or_fetched(id).await {
             Ok(b) => Arc::new(b),
             Err(e) => {
                 // Deleted since it was queued, most likely.
@@ -373,6 +391,12 @@ impl Agent {
 
     /// Records that a provider did not keep a promise.
     pub(super) fn break_promise(&self, pid: [u8; 32], provider: NodeKey, why: &str) {
+        self.break_promise_with(pid, provider, why, Vec::new());
+    }
+
+    /// Breaks a promise with `evidence` for the ledger (empty: the promise
+    /// itself, both signatures).
+    pub(super) fn break_promise_with(&self, pid: [u8; 32], provider: NodeKey, why: &str, evidence: Vec<u8>) {
         tracing::warn!(promise = %hex(&pid), provider = ?provider, cause = %why, "broken promise");
         let (evidence, withheld) = {
             let mut held = lock(&self.held);
@@ -385,7 +409,7 @@ impl Agent {
             h.broken_at = Some(now);
             h.reason = why.to_string();
             let withheld = h.promise.terms.total_cost().saturating_sub(h.promise.terms.accrued(now));
-            let e = h.promise.encode();
+            let e = if evidence.is_empty() { h.promise.encode() } else { evidence };
             self.save(h);
             (e, withheld)
         };

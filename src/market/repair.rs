@@ -99,7 +99,7 @@ pub(super) fn release_replicas(
         if named.is_some_and(|p| !lineage.contains(&p)) {
             continue;
         }
-        if keep_last && !has_local_body(s, &c)? && s.replica_holders(&c)?.iter().all(|h| h == &provider.0) {
+        if keep_last && !s.has_local_body(&c)? && s.replica_holders(&c)?.iter().all(|h| h == &provider.0) {
             out.kept.push(c);
             continue;
         }
@@ -252,7 +252,7 @@ impl Agent {
                 // An unrecoverable chunk recovers when a copy turns up again.
                 let mut found = Vec::new();
                 for c in unrecoverable {
-                    if s.chunk(&c)?.is_none() || has_local_body(s, &c)? {
+                    if s.chunk(&c)?.is_none() || s.has_local_body(&c)? {
                         found.push(c);
                     }
                 }
@@ -289,9 +289,4 @@ impl Agent {
             providers_unreachable: unreachable,
         }
     }
-}
-
-/// Whether the chunk's sealed body is in the local store.
-fn has_local_body(s: &Store, c: &ChunkId) -> Result<bool, StoreError> {
-    Ok(s.chunk(c)?.is_some())
 }

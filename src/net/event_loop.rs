@@ -163,9 +163,12 @@ impl EventLoop {
                     Request::Put(_) => Proto::Put,
                     Request::Get(_) => Proto::Get,
                     Request::Has(_) => Proto::Has,
-                    Request::Ask | Request::Bid(_) | Request::Pay(_) | Request::PutRoot(_) | Request::GetRoot(_) => {
-                        Proto::Market
-                    }
+                    Request::Ask
+                    | Request::Bid(_)
+                    | Request::Pay(_)
+                    | Request::Audit(_)
+                    | Request::PutRoot(_)
+                    | Request::GetRoot(_) => Proto::Market,
                 };
                 let id = self.protocol(proto).send_request(&peer, *req);
                 self.pending.insert(id, reply);

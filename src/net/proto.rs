@@ -47,6 +47,29 @@ pub struct GetChunk {
     pub range: Option<(u64, u32)>,
 }
 
+/// Largest byte range one audit may ask for.
+pub const MAX_AUDIT_RANGE: u32 = 1024 * 1024;
+
+/// Audit: prove you hold `len` bytes of chunk `id` from `offset` (a node
+/// of the chunk's BLAKE3 tree, see `chunk::proof`), under a promise.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditChunk {
+    pub promise: [u8; 32],
+    pub id: [u8; 32],
+    pub offset: u64,
+    pub len: u32,
+}
+
+/// The answer to an audit: the bytes and the sibling chaining values from
+/// the root down (`chunk::proof::verify` checks them against the id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audited {
+    #[serde(with = "codec::bytes")]
+    pub bytes: Vec<u8>,
+    #[serde(deserialize_with = "codec::bounded_seq::<_, _, { crate::chunk::proof::MAX_SIBLINGS }>")]
+    pub siblings: Vec<[u8; 32]>,
+}
+
 /// A provider's answer to a bid below its price: the price it would take.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counter {
@@ -88,6 +111,7 @@ pub enum Request {
     PutRoot(Vec<u8>),
     /// The newest root held for this client.
     GetRoot(NodeKey),
+    Audit(AuditChunk),
 }
 
 /// Why a request was not served; the message is for logs and people.
@@ -134,6 +158,7 @@ pub enum Response {
     Refused(Refused),
     /// The newest root held for the client asked about (or just put).
     Root(Option<Vec<u8>>),
+    Audited(Audited),
 }
 
 impl Response {
@@ -151,6 +176,7 @@ const REQ_BID: u8 = 5;
 const REQ_PAY: u8 = 6;
 const REQ_PUT_ROOT: u8 = 7;
 const REQ_GET_ROOT: u8 = 8;
+const REQ_AUDIT: u8 = 16;
 const RES_STORED: u8 = 1;
 const RES_CHUNK: u8 = 2;
 const RES_HAS: u8 = 3;
@@ -160,6 +186,7 @@ const RES_PROMISE: u8 = 6;
 const RES_COUNTER: u8 = 7;
 const RES_PAID: u8 = 8;
 const RES_ROOT: u8 = 9;
+const RES_AUDITED: u8 = 16;
 /// An ask, a cheque or its acknowledgement: small statements.
 const SMALL: usize = 4096;
 
@@ -174,6 +201,7 @@ pub fn request_limit(kind: u8) -> Option<usize> {
         REQ_PAY => Some(SMALL),
         REQ_PUT_ROOT => Some(MAX_ROOT_BYTES + 16),
         REQ_GET_ROOT => Some(64),
+        REQ_AUDIT => Some(128),
         _ => None,
     }
 }
@@ -188,6 +216,7 @@ pub fn response_limit(kind: u8) -> Option<usize> {
         RES_ASK | RES_COUNTER | RES_PAID => Some(SMALL),
         RES_PROMISE => Some(MAX_PROMISE_BYTES),
         RES_ROOT => Some(MAX_ROOT_BYTES + 16),
+        RES_AUDITED => Some(MAX_AUDIT_RANGE as usize + crate::chunk::proof::MAX_SIBLINGS * 32 + 64),
         _ => None,
     }
 }
@@ -221,6 +250,7 @@ impl Request {
             Request::Pay(m) => (REQ_PAY, vec![codec::encode_body(&m)]),
             Request::PutRoot(m) => (REQ_PUT_ROOT, vec![codec::encode_body(&RootBytes(codec::Bytes(m)))]),
             Request::GetRoot(m) => (REQ_GET_ROOT, vec![codec::encode_body(&m)]),
+            Request::Audit(m) => (REQ_AUDIT, vec![codec::encode_body(&m)]),
         }
     }
     /// The frame kind and the whole frame body (for tests and tools).
@@ -248,6 +278,7 @@ impl Request {
             REQ_PAY => Request::Pay(codec::decode_body(&body)?),
             REQ_PUT_ROOT => Request::PutRoot(codec::decode_body::<RootBytes>(&body)?.0.0),
             REQ_GET_ROOT => Request::GetRoot(codec::decode_body(&body)?),
+            REQ_AUDIT => Request::Audit(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown request kind {other}"))),
         })
     }
@@ -257,7 +288,12 @@ impl Request {
             Request::Put(_) => PUT,
             Request::Get(_) => GET,
             Request::Has(_) => HAS,
-            Request::Ask | Request::Bid(_) | Request::Pay(_) | Request::PutRoot(_) | Request::GetRoot(_) => MARKET,
+            Request::Ask
+            | Request::Bid(_)
+            | Request::Pay(_)
+            | Request::Audit(_)
+            | Request::PutRoot(_)
+            | Request::GetRoot(_) => MARKET,
         }
     }
 }
@@ -275,6 +311,7 @@ impl Response {
             Response::Counter(m) => (RES_COUNTER, vec![codec::encode_body(&m)]),
             Response::Paid(m) => (RES_PAID, vec![codec::encode_body(&m)]),
             Response::Root(m) => (RES_ROOT, vec![codec::encode_body(&RootAnswer(m.map(codec::Bytes)))]),
+            Response::Audited(m) => (RES_AUDITED, vec![codec::encode_body(&m)]),
         }
     }
     pub fn encode(&self) -> (u8, Vec<u8>) {
@@ -292,6 +329,7 @@ impl Response {
             RES_COUNTER => Response::Counter(codec::decode_body(&body)?),
             RES_PAID => Response::Paid(codec::decode_body(&body)?),
             RES_ROOT => Response::Root(codec::decode_body::<RootAnswer>(&body)?.0.map(|b| b.0)),
+            RES_AUDITED => Response::Audited(codec::decode_body(&body)?),
             other => return Err(codec::CodecError::Malformed(format!("unknown response kind {other}"))),
         })
     }

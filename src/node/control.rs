@@ -85,6 +85,14 @@ pub enum Request {
         #[serde(default)]
         ino: Option<u64>,
     },
+    /// The last audit of each promise; with `now`, audit every active
+    /// storage promise first and answer those audits.
+    Audit {
+        #[serde(default)]
+        now: bool,
+    },
+    /// Each provider's reputation and the broken promises behind it.
+    Reputation,
     /// Free the local copies of placed chunks of the files at or under
     /// `ino`: `{ chunks, changed, bytes, pending, pinned }`.
     Evict {

@@ -251,6 +251,10 @@ impl Network {
             #[cfg(feature = "fault-injection")]
             control::Request::LedgerAppend { .. } => self.answer_ledger(req),
             control::Request::Promises => reply(self.agent().and_then(|a| json(a.promises()))),
+            control::Request::Audit { now } => reply(self.agent().and_then(|a| {
+                json(if *now { self.block_on(a.audit_now()) } else { a.audits() })
+            })),
+            control::Request::Reputation => reply(self.agent().and_then(|a| json(a.reputation()))),
             control::Request::Market => reply(self.agent().and_then(|a| json(a.market()))),
             control::Request::Status => reply(
                 self.tracker().and_then(|t| t.status().map_err(|e| e.to_string())).and_then(json).and_then(|mut v| {
@@ -413,11 +417,12 @@ fn faults() -> Faults {
                 "tamper-ask" => f.tamper_ask = true,
                 "forge-promise" => f.forge_promise = true,
                 "stale-ask" => f.stale_ask = true,
+                "forge-proof" => f.forge_proof = true,
                 "" => {}
                 other => tracing::warn!(fault = other, "unknown fault ignored"),
             }
         }
-        if f.tamper_ask || f.forge_promise || f.stale_ask {
+        if f.tamper_ask || f.forge_promise || f.stale_ask || f.forge_proof {
             tracing::warn!(faults = ?f, "fault injection on");
         }
     }

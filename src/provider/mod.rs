@@ -17,7 +17,7 @@ pub use market::{ASK_TTL_SECS, PAYMENT_GRACE_SECS};
 
 use crate::chunk::ChunkId;
 use crate::ledger::{Event, Ledger};
-use crate::net::proto::{GetChunk, HasChunks, PutChunk};
+use crate::net::proto::{AuditChunk, GetChunk, HasChunks, PutChunk};
 use crate::net::{Refusal, Request, Response, Service};
 use crate::promise::{Ask, NodeKey, Receipt, Signed, Signer, unix_now};
 use crate::store::{Store, StoreError};
@@ -50,6 +50,9 @@ pub struct Faults {
     /// before the room was sold would: a client that trusts it bids for
     /// room that is gone.
     pub stale_ask: bool,
+    /// Answer audits with a proof made up rather than computed from the
+    /// bytes held (the siblings of another range).
+    pub forge_proof: bool,
 }
 
 /// What `pactfs node info` shows of a provider.
@@ -261,6 +264,34 @@ impl Provider {
         }
     }
 
+    /// Proves holding a byte range of a chunk, from the bytes held.
+    fn audit(&self, from: &NodeKey, m: AuditChunk) -> Response {
+        let Some(pid) = self.book().authorizing(from, &m.promise, &m.id, unix_now()) else {
+            return Response::refused(Refusal::Unauthorized, "no live promise of this client covers the chunk");
+        };
+        let max = self.book().sold.get(&pid).map_or(0, |s| s.record.promise.terms.audit.max_range);
+        if m.len > max.max(1024) || m.len > crate::net::proto::MAX_AUDIT_RANGE {
+            return Response::refused(Refusal::BadRequest, format!("audit of {} bytes: at most {max}", m.len));
+        }
+        let body = match self.store.chunk_body(&ChunkId(m.id)) {
+            Ok(b) => b,
+            Err(StoreError::ChunkMissing(_)) => return Response::refused(Refusal::NotFound, "chunk not held here"),
+            Err(e) => return internal(e),
+        };
+        let (offset, len) = (m.offset, u64::from(m.len));
+        let Some(mut siblings) = crate::chunk::proof::prove(&body, offset, len) else {
+            return Response::refused(Refusal::BadRequest, "the range is not a node of the chunk's tree");
+        };
+        if self.faults.forge_proof {
+            // Test builds: siblings that belong to no such tree.
+            for s in &mut siblings {
+                *s = *blake3::hash(s).as_bytes();
+            }
+        }
+        let bytes = body[offset as usize..(offset + len) as usize].to_vec();
+        Response::Audited(crate::net::proto::Audited { bytes, siblings })
+    }
+
     fn has(&self, m: HasChunks) -> Response {
         let mut out = Vec::with_capacity(m.ids.len());
         for id in m.ids {
@@ -284,6 +315,7 @@ impl Service for Provider {
             Request::Pay(c) => self.pay(from, c),
             Request::PutRoot(r) => self.put_root(from, r),
             Request::GetRoot(c) => self.get_root(&c),
+            Request::Audit(a) => self.audit(from, a),
         }
     }
 

@@ -15,6 +15,7 @@
 #[path = "../drive/common.rs"]
 mod common;
 
+mod audits;
 mod budget;
 mod collect;
 mod cluster;

@@ -374,3 +374,42 @@ impl Drop for Provider {
         }
     }
 }
+
+/// Flips one byte in every KiB of the body of every record of every pack
+/// under `dir` (a provider's store), as rot on its disk would: any range
+/// an audit asks for, and every chunk a fetch gets, is damaged. Returns
+/// the records damaged.
+pub fn rot_packs(dir: &Path) -> usize {
+    let mut rotten = 0;
+    for p in pack_files(dir) {
+        let mut bytes = fs::read(&p).expect("read pack");
+        let mut at = 4096;
+        while at + 40 <= bytes.len() && &bytes[at..at + 4] == b"PCHK" {
+            let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+            for i in (0..len).step_by(1024) {
+                bytes[at + 40 + i] ^= 0x01;
+            }
+            rotten += 1;
+            at = (at + 40 + len).div_ceil(4096) * 4096;
+        }
+        fs::write(&p, bytes).expect("write pack");
+    }
+    rotten
+}
+
+/// Every pack file under `dir`.
+pub fn pack_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let p = entry.expect("dir entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "pack") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -9,7 +9,6 @@ use crate::common::*;
 use crate::node::*;
 use serde_json::Value;
 use std::fs;
-use std::path::Path;
 
 fn json(c: &Cluster, args: &[&str]) -> Value {
     ask_json(c.client_home(), args).unwrap_or_else(|e| panic!("{args:?}:\n{e}"))
@@ -56,32 +55,6 @@ fn cold_read(mode: Mode) {
     assert!(retrievals > 0, "reads went under retrieval promises: {promises}");
     assert!(promises.as_array().expect("array").iter().all(|p| p["state"] != "broken"), "{promises}");
     c.shutdown();
-}
-
-/// Flips one byte in the body of every record of every pack under `dir`
-/// (the provider's store), as rot on its disk would.
-fn rot_packs(dir: &Path) -> usize {
-    let mut flipped = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let p = entry.expect("dir entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "pack") {
-                let mut bytes = fs::read(&p).expect("read pack");
-                let mut at = 4096;
-                while at + 40 <= bytes.len() && &bytes[at..at + 4] == b"PCHK" {
-                    let len = u32::from_be_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-                    bytes[at + 40 + len / 2] ^= 0x01;
-                    flipped += 1;
-                    at = (at + 40 + len).div_ceil(4096) * 4096;
-                }
-                fs::write(&p, bytes).expect("write pack");
-            }
-        }
-    }
-    flipped
 }
 
 fn rotten_holder(mode: Mode) {

@@ -153,6 +153,7 @@ fn kind(answer: &Result<Response, net::NetError>) -> String {
         Ok(Response::Counter(_)) => "Counter".into(),
         Ok(Response::Paid(_)) => "Paid".into(),
         Ok(Response::Root(_)) => "Root".into(),
+        Ok(Response::Audited(_)) => "Audited".into(),
         Err(e) => format!("error: {e}"),
     }
 }

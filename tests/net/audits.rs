@@ -1,0 +1,120 @@
+//! Audits with real processes: four providers hold a tree; one rots on
+//! disk (a byte flipped in every KiB of its stored chunks, done by the
+//! test while it is stopped), one loses its pack files (deleted on disk),
+//! one answers audits with forged proofs (`forge-proof`, a fault switch of
+//! test builds), one stays honest. `pactfs audit --now` passes the honest
+//! one's promises and breaks the others', each with evidence in the
+//! ledger and its payment withheld; `pactfs reputation` shows the three
+//! scores dropped and why.
+
+use crate::cluster::*;
+use crate::common::*;
+use crate::node::*;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+fn json(c: &Cluster, args: &[&str]) -> Value {
+    ask_json(c.client_home(), args).unwrap_or_else(|e| panic!("{args:?}:\n{e}"))
+}
+
+fn audits(mode: Mode) {
+    let mut specs = vec![ProviderSpec::default(); 4];
+    specs[3].faults = "forge-proof";
+    let mut c = Cluster::start_with(mode, &specs, "");
+    c.wait_providers_known(4);
+    write_files(&c.client, &[("a", 101, 6 * MIB), ("d/b", 102, 3 * MIB), ("d/c", 103, 2 * MIB)]);
+    let out = ask(c.client_home(), &["sync", "--durable"]);
+    assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
+
+    // Honest first: every promise passes.
+    let first = ask(c.client_home(), &["audit", "--now", "--json"]);
+    let list = first.json.clone().expect("audit --json");
+    let by_provider = |list: &Value| -> BTreeMap<String, Vec<bool>> {
+        let mut m: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+        for a in list.as_array().expect("array") {
+            m.entry(text(a, "provider").to_owned()).or_default().push(a["passed"] == true);
+        }
+        m
+    };
+    let seen = by_provider(&list);
+    let (honest, rotten, deleted, forger) =
+        (c.providers[0].peer_id.clone(), c.providers[1].peer_id.clone(), c.providers[2].peer_id.clone(), c.providers[3].peer_id.clone());
+    for p in [&honest, &rotten, &deleted] {
+        let results = seen.get(p).unwrap_or_else(|| panic!("{p} was audited: {list}"));
+        assert!(results.iter().all(|ok| *ok), "an honest provider passes: {list}");
+    }
+    assert!(seen.get(&forger).is_some_and(|r| r.iter().all(|ok| !ok)), "forged proofs are refused: {list}");
+    assert_eq!(first.code, Some(1), "a failed audit: exit 1\n{}", first.text);
+
+    // Then rot and loss on disk.
+    c.providers[1].stop();
+    assert!(rot_packs(&c.providers[1].home) > 0, "P2 has packs to rot");
+    c.providers[2].stop();
+    for p in pack_files(&c.providers[2].home) {
+        fs::remove_file(&p).expect("delete a pack file");
+    }
+    c.providers[1].restart_on_same_ports();
+    c.providers[2].restart_on_same_ports();
+    c.wait_providers_known(4);
+    let second = ask(c.client_home(), &["audit", "--now", "--json"]);
+    let list = second.json.clone().expect("audit --json");
+    let seen = by_provider(&list);
+    assert!(seen.get(&honest).is_some_and(|r| r.iter().all(|ok| *ok)), "the honest provider passes: {list}");
+    for p in [&rotten, &deleted] {
+        assert!(seen.get(p).is_some_and(|r| r.iter().all(|ok| !ok)), "{p} fails its audits: {list}");
+    }
+
+    // Broken, with evidence, unpaid, and the reputations say so.
+    let bad: BTreeSet<&String> = [&rotten, &deleted, &forger].into_iter().collect();
+    let promises = json(&c, &["promises", "--json"]);
+    let broken: Vec<&Value> =
+        promises.as_array().expect("array").iter().filter(|p| p["state"] == "broken").collect();
+    assert!(!broken.is_empty(), "{promises}");
+    for p in &broken {
+        assert!(bad.contains(&text(p, "provider").to_owned()), "only cheats break: {p}");
+        assert!(text(p, "reason").contains("audit"), "{p}");
+    }
+    let log = json(&c, &["log", "show", "--json"]);
+    let entries = log.as_array().expect("array");
+    for p in &broken {
+        let id = text(p, "id");
+        let b = entries
+            .iter()
+            .find(|e| e["kind"] == "broken" && e["event"]["promise"] == id)
+            .unwrap_or_else(|| panic!("the ledger records {id} broken"));
+        assert!(text(&b["event"], "evidence").len() > 64, "with evidence: {b}");
+        assert!(
+            entries.iter().any(|e| e["kind"] == "payment_withheld" && e["event"]["promise"] == id),
+            "payment withheld for {id}"
+        );
+        assert!(
+            entries.iter().any(|e| e["kind"] == "audit" && e["event"]["promise"] == id && e["event"]["passed"] == false),
+            "the failed audit of {id} is in the ledger"
+        );
+    }
+    let rep = json(&c, &["reputation", "--json"]);
+    for r in rep.as_array().expect("array") {
+        let who = text(r, "provider").to_owned();
+        let score = r["score"].as_f64().expect("score");
+        if bad.contains(&who) {
+            assert!(score < 0.5, "{who} lost its reputation: {r}");
+            assert!(!r["broken"].as_array().expect("broken").is_empty(), "with the evidence behind it: {r}");
+        } else if who == honest {
+            assert!(score > 0.5, "{who} kept its reputation: {r}");
+        }
+    }
+    let table = ask(c.client_home(), &["reputation"]);
+    assert!(table.text.contains("SCORE"), "{}", table.text);
+    c.shutdown();
+}
+
+#[test]
+fn audits_hybrid() {
+    audits(Mode::Hybrid);
+}
+
+#[test]
+fn audits_market() {
+    audits(Mode::Market);
+}
