@@ -47,7 +47,7 @@ enum Internal {
     Served { proto: Proto, channel: rr::ResponseChannel<Response>, peer: PeerId, res: Response },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Proto {
     Put,
     Get,
@@ -61,7 +61,10 @@ pub struct EventLoop {
     service: Option<Arc<dyn Service>>,
     peers: PeerTable,
     listen: Vec<Multiaddr>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
+    /// Keyed by protocol too: each request-response behaviour numbers its
+    /// requests from 1, so ids alone collide across protocols (a fetch
+    /// once received a bid's promise).
+    pending: HashMap<(Proto, OutboundRequestId), oneshot::Sender<Result<Response, NetError>>>,
     inflight: HashMap<PeerId, usize>,
     holder_queries: HashMap<kad::QueryId, (HashSet<PeerId>, HoldersReply)>,
     root_queries: HashMap<kad::QueryId, (Vec<Vec<u8>>, RootsReply)>,
@@ -171,7 +174,7 @@ impl EventLoop {
                     | Request::GetRoot(_) => Proto::Market,
                 };
                 let id = self.protocol(proto).send_request(&peer, *req);
-                self.pending.insert(id, reply);
+                self.pending.insert((proto, id), reply);
             }
             Command::Info { reply } => {
                 let me = *self.swarm.local_peer_id();
@@ -360,12 +363,12 @@ impl EventLoop {
                 self.on_request(proto, peer, request, channel)
             }
             rr::Event::Message { message: rr::Message::Response { request_id, response }, .. } => {
-                if let Some(tx) = self.pending.remove(&request_id) {
+                if let Some(tx) = self.pending.remove(&(proto, request_id)) {
                     let _ = tx.send(Ok(response));
                 }
             }
             rr::Event::OutboundFailure { peer, request_id, error, .. } => {
-                if let Some(tx) = self.pending.remove(&request_id) {
+                if let Some(tx) = self.pending.remove(&(proto, request_id)) {
                     let _ = tx.send(Err(NetError::Request { peer, cause: error.to_string() }));
                 }
             }
