@@ -42,7 +42,7 @@ enum Internal {
     Served { proto: Proto, channel: rr::ResponseChannel<Response>, peer: PeerId, res: Response },
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Proto {
     Put,
     Get,
@@ -56,7 +56,10 @@ pub struct EventLoop {
     service: Option<Arc<dyn Service>>,
     peers: PeerTable,
     listen: Vec<Multiaddr>,
-    pending: HashMap<OutboundRequestId, oneshot::Sender<Result<Response, NetError>>>,
+    /// Requests awaiting their answer. Each protocol's behaviour numbers its
+    /// requests on its own, so the protocol is part of the key: a get and a
+    /// bid in flight may carry the same number.
+    pending: HashMap<(Proto, OutboundRequestId), oneshot::Sender<Result<Response, NetError>>>,
     inflight: HashMap<PeerId, usize>,
     holder_queries: HashMap<kad::QueryId, (HashSet<PeerId>, HoldersReply)>,
     provide_queue: VecDeque<[u8; 32]>,
@@ -159,7 +162,7 @@ impl EventLoop {
                     Request::Ask | Request::Bid(_) | Request::Pay(_) | Request::Audit(_) => Proto::Market,
                 };
                 let id = self.protocol(proto).send_request(&peer, *req);
-                self.pending.insert(id, reply);
+                self.pending.insert((proto, id), reply);
             }
             Command::Info { reply } => {
                 let me = *self.swarm.local_peer_id();
@@ -330,12 +333,12 @@ impl EventLoop {
                 self.on_request(proto, peer, request, channel)
             }
             rr::Event::Message { message: rr::Message::Response { request_id, response }, .. } => {
-                if let Some(tx) = self.pending.remove(&request_id) {
+                if let Some(tx) = self.pending.remove(&(proto, request_id)) {
                     let _ = tx.send(Ok(response));
                 }
             }
             rr::Event::OutboundFailure { peer, request_id, error, .. } => {
-                if let Some(tx) = self.pending.remove(&request_id) {
+                if let Some(tx) = self.pending.remove(&(proto, request_id)) {
                     let _ = tx.send(Err(NetError::Request { peer, cause: error.to_string() }));
                 }
             }
