@@ -61,9 +61,9 @@ pub struct EventLoop {
     service: Option<Arc<dyn Service>>,
     peers: PeerTable,
     listen: Vec<Multiaddr>,
-    /// Keyed by protocol too: each request-response behaviour numbers its
-    /// requests from 1, so ids alone collide across protocols (a fetch
-    /// once received a bid's promise).
+    /// Requests awaiting their answer. Each protocol's behaviour numbers its
+    /// requests on its own, so the protocol is part of the key: a get and a
+    /// bid in flight may carry the same number.
     pending: HashMap<(Proto, OutboundRequestId), oneshot::Sender<Result<Response, NetError>>>,
     inflight: HashMap<PeerId, usize>,
     holder_queries: HashMap<kad::QueryId, (HashSet<PeerId>, HoldersReply)>,

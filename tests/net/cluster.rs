@@ -90,6 +90,16 @@ impl Cluster {
         })
     }
 
+    /// Waits until `market --json` lists `n` providers with a usable ask,
+    /// so that the next placement may choose among all of them.
+    pub fn wait_usable_asks(&self, n: usize) -> Value {
+        poll(&format!("market --json to list {n} providers with a usable ask"), || {
+            let asks = ask_json(self.client_home(), &["market", "--json"])?;
+            let usable = asks.as_array().map_or(0, |l| l.iter().filter(|a| a["excluded"].is_null()).count());
+            if usable == n { Ok(asks) } else { Err(asks.to_string()) }
+        })
+    }
+
     /// The client daemon's log so far.
     pub fn client_log(&self) -> String {
         let log = self.client_home().join("pactfs.log");
