@@ -34,6 +34,9 @@ pub(super) const BACKOFF: Duration = Duration::from_secs(10);
 pub(super) const BACKOFF_BROKEN: Duration = Duration::from_secs(60);
 /// An upload's deadline: a base plus a floor on throughput (1 MiB/s).
 const UPLOAD_BASE: Duration = Duration::from_secs(20);
+/// A promise naming more chunks than this does not fit a ledger entry
+/// (64 KiB) as evidence: its id and signatures stand for it.
+const EVIDENCE_CHUNKS: usize = 1024;
 /// Largest byte range one audit asks for.
 pub(super) const AUDIT_RANGE: u32 = 64 * 1024;
 
@@ -409,7 +412,13 @@ impl Agent {
             h.broken_at = Some(now);
             h.reason = why.to_string();
             let withheld = h.promise.terms.total_cost().saturating_sub(h.promise.terms.accrued(now));
-            let e = if evidence.is_empty() { h.promise.encode() } else { evidence };
+            let e = match evidence {
+                e if !e.is_empty() => e,
+                // The whole promise when it fits a ledger entry; else its id
+                // and both signatures (the provider holds the terms too).
+                _ if h.promise.terms.chunks.len() <= EVIDENCE_CHUNKS => h.promise.encode(),
+                _ => [&pid[..], &h.promise.client_sig.0[..], &h.promise.provider_sig.0[..]].concat(),
+            };
             self.save(h);
             (e, withheld)
         };
