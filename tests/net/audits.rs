@@ -27,9 +27,8 @@ fn audits(mode: Mode) {
     let out = ask(c.client_home(), &["sync", "--durable"]);
     assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
 
-    // Honest first: every promise passes.
-    let first = ask(c.client_home(), &["audit", "--now", "--json"]);
-    let list = first.json.clone().expect("audit --json");
+    // Honest first: every promise passes. A provider an audit cannot reach
+    // yet is not failed; audit until all four have answered.
     let by_provider = |list: &Value| -> BTreeMap<String, Vec<bool>> {
         let mut m: BTreeMap<String, Vec<bool>> = BTreeMap::new();
         for a in list.as_array().expect("array") {
@@ -37,15 +36,25 @@ fn audits(mode: Mode) {
         }
         m
     };
-    let seen = by_provider(&list);
     let (honest, rotten, deleted, forger) =
         (c.providers[0].peer_id.clone(), c.providers[1].peer_id.clone(), c.providers[2].peer_id.clone(), c.providers[3].peer_id.clone());
+    let mut seen: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+    let mut failed_exit = false;
+    let list = poll("every provider to answer an audit", || {
+        let round = ask(c.client_home(), &["audit", "--now", "--json"]);
+        let list = round.json.clone().ok_or_else(|| round.text.clone())?;
+        failed_exit |= round.code == Some(1);
+        for (p, r) in by_provider(&list) {
+            seen.entry(p).or_default().extend(r);
+        }
+        let all = [&honest, &rotten, &deleted, &forger].iter().all(|p| seen.contains_key(*p));
+        if all { Ok(list) } else { Err(list.to_string()) }
+    });
     for p in [&honest, &rotten, &deleted] {
-        let results = seen.get(p).unwrap_or_else(|| panic!("{p} was audited: {list}"));
-        assert!(results.iter().all(|ok| *ok), "an honest provider passes: {list}");
+        assert!(seen[p].iter().all(|ok| *ok), "an honest provider passes: {seen:?} {list}");
     }
-    assert!(seen.get(&forger).is_some_and(|r| r.iter().all(|ok| !ok)), "forged proofs are refused: {list}");
-    assert_eq!(first.code, Some(1), "a failed audit: exit 1\n{}", first.text);
+    assert!(seen[&forger].iter().all(|ok| !ok), "forged proofs are refused: {seen:?}");
+    assert!(failed_exit, "a failed audit: exit 1");
 
     // Then rot and loss on disk, under the promises held now (repair of
     // the forger's chunks may later add fresh copies under new promises).
@@ -68,12 +77,21 @@ fn audits(mode: Mode) {
     c.providers[1].restart_on_same_ports();
     c.providers[2].restart_on_same_ports();
     c.wait_providers_known(4);
-    let second = ask(c.client_home(), &["audit", "--now", "--json"]);
-    let list = second.json.clone().expect("audit --json");
+    // A restarted provider may not be reachable yet in a round (an audit
+    // that cannot be delivered is not a failure): audit until every
+    // promise P2 and P3 held has an answer.
+    let mut results: BTreeMap<String, Value> = BTreeMap::new();
+    let list = poll("every promise of P2 and P3 to be audited after the damage", || {
+        let round = ask(c.client_home(), &["audit", "--now", "--json"]);
+        let list = round.json.clone().ok_or_else(|| round.text.clone())?;
+        for a in list.as_array().into_iter().flatten() {
+            results.insert(text(a, "promise").to_owned(), a.clone());
+        }
+        if before.iter().all(|p| results.contains_key(p)) { Ok(list) } else { Err(list.to_string()) }
+    });
     let seen = by_provider(&list);
-    assert!(seen.get(&honest).is_some_and(|r| r.iter().all(|ok| *ok)), "the honest provider passes: {list}");
-    let audited: Vec<&Value> = list.as_array().expect("array").iter().filter(|a| before.contains(text(a, "promise"))).collect();
-    assert_eq!(audited.len(), before.len(), "every promise of P2 and P3 was audited: {list}");
+    assert!(seen.get(&honest).is_none_or(|r| r.iter().all(|ok| *ok)), "the honest provider passes: {list}");
+    let audited: Vec<&Value> = before.iter().filter_map(|p| results.get(p)).collect();
     for a in audited {
         // A chunk small enough to live inline in the provider's RocksDB (the
         // client's own small blobs: a snapshot part, a ledger range) is
@@ -110,15 +128,19 @@ fn audits(mode: Mode) {
             "the failed audit of {id} is in the ledger"
         );
     }
+    // (Passed audits before the damage count as kept, so a cheat's score
+    // need not fall below 0.5; one broken promise weighs four kept ones.)
     let rep = json(&c, &["reputation", "--json"]);
-    for r in rep.as_array().expect("array") {
+    let list = rep.as_array().expect("array");
+    let score_of = |who: &str| list.iter().find(|r| r["provider"] == who).and_then(|r| r["score"].as_f64());
+    let honest_score = score_of(&honest).expect("the honest provider has a record");
+    assert!(honest_score > 0.75, "the honest provider is trusted: {rep}");
+    for r in list {
         let who = text(r, "provider").to_owned();
-        let score = r["score"].as_f64().expect("score");
         if bad.contains(&who) {
-            assert!(score < 0.5, "{who} lost its reputation: {r}");
+            let score = r["score"].as_f64().expect("score");
+            assert!(score < honest_score - 0.2, "{who} lost its reputation: {r}");
             assert!(!r["broken"].as_array().expect("broken").is_empty(), "with the evidence behind it: {r}");
-        } else if who == honest {
-            assert!(score > 0.5, "{who} kept its reputation: {r}");
         }
     }
     let table = ask(c.client_home(), &["reputation"]);
