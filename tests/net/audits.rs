@@ -68,6 +68,7 @@ fn audits(mode: Mode) {
         .map(|p| text(p, "id").to_owned())
         .collect();
     assert!(!before.is_empty(), "P2 and P3 hold promises: {promises}");
+    let rep_before = json(&c, &["reputation", "--json"]);
     c.providers[1].stop();
     assert!(rot_packs(&c.providers[1].home) > 0, "P2 has packs to rot");
     c.providers[2].stop();
@@ -135,11 +136,18 @@ fn audits(mode: Mode) {
     let score_of = |who: &str| list.iter().find(|r| r["provider"] == who).and_then(|r| r["score"].as_f64());
     let honest_score = score_of(&honest).expect("the honest provider has a record");
     assert!(honest_score > 0.75, "the honest provider is trusted: {rep}");
+    let before_of = |who: &str| {
+        rep_before.as_array().and_then(|l| l.iter().find(|r| r["provider"] == who)).and_then(|r| r["score"].as_f64())
+    };
     for r in list {
         let who = text(r, "provider").to_owned();
         if bad.contains(&who) {
             let score = r["score"].as_f64().expect("score");
-            assert!(score < honest_score - 0.2, "{who} lost its reputation: {r}");
+            assert!(score < honest_score, "{who} is below the honest provider: {r}");
+            if who != forger {
+                let was = before_of(&who).expect("a record before the damage");
+                assert!(score < was, "{who}'s reputation dropped: {was} -> {score}: {r}");
+            }
             assert!(!r["broken"].as_array().expect("broken").is_empty(), "with the evidence behind it: {r}");
         }
     }
