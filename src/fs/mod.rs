@@ -12,10 +12,10 @@
 mod cache;
 mod data;
 pub mod durability;
-pub mod remote;
 pub mod fuse;
 mod namespace;
 mod overlay;
+pub mod remote;
 
 pub use data::{DIRTY_TOTAL_MAX, FLUSH_BYTES, ReadOut};
 pub use durability::{Durability, Offline};

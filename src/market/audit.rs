@@ -14,7 +14,7 @@ use crate::codec;
 use crate::ledger::Event;
 use crate::net::proto::{AuditChunk, Audited};
 use crate::net::{Request, Response, peer_id_of};
-use crate::promise::{Receipt, STATEMENT_V1, Signed, unix_now};
+use crate::promise::{Receipt, Signed, unix_now};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -126,7 +126,7 @@ impl Agent {
                 for c in chunks {
                     let c = ChunkId(c);
                     if let Some(b) = s.replica_receipt(&c, &provider.0)?
-                        && let Ok(r) = codec::decode::<Signed<Receipt>>(STATEMENT_V1, &b, 4096)
+                        && let Ok(r) = Signed::<Receipt>::decode_stored(&b)
                     {
                         out.push((c, u64::from(r.body.len)));
                     }
@@ -224,9 +224,13 @@ impl Agent {
                 let mut broken: Vec<BrokenView> = held
                     .values()
                     .filter(|h| h.provider() == *k && h.state == State::Broken)
-                    .map(|h| BrokenView { promise: hex(&h.id()), at: h.broken_at.unwrap_or(0), reason: h.reason.clone() })
+                    .map(|h| BrokenView {
+                        promise: hex(&h.id()),
+                        at: h.broken_at.unwrap_or(0),
+                        reason: h.reason.clone(),
+                    })
                     .collect();
-                broken.sort_by(|a, b| b.at.cmp(&a.at));
+                broken.sort_by_key(|b| std::cmp::Reverse(b.at));
                 ProviderReputation {
                     provider: peer_id_of(k).map(|p| p.to_string()).unwrap_or_default(),
                     score: r.score(now),

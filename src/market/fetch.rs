@@ -16,12 +16,9 @@
 use super::held::{Held, State};
 use super::{Agent, hex, lock, rand_nonce};
 use crate::chunk::ChunkId;
-use crate::codec;
 use crate::net::proto::GetChunk;
-use crate::net::{Refusal, Request, Response, peer_id_of};
-use crate::promise::{
-    AuditTerms, NodeKey, PromiseKind, Receipt, STATEMENT_V1, Signed, Terms, credits, retrieval_cost, unix_now,
-};
+use crate::net::{NetError, NetHandle, Refusal, Request, Response, peer_id_of};
+use crate::promise::{AuditTerms, NodeKey, PromiseKind, Receipt, Signed, Terms, credits, retrieval_cost, unix_now};
 use libp2p::PeerId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -69,7 +66,6 @@ pub(super) struct Retrievals {
     got: Mutex<HashMap<[u8; 32], u64>>,
 }
 
-
 impl Agent {
     /// Fetches the sealed body of `id` from a holder; the bytes returned
     /// hash to `id`.
@@ -81,7 +77,7 @@ impl Agent {
                 for h in s.replica_holders(&id)? {
                     let named = s
                         .replica_receipt(&id, &h)?
-                        .and_then(|b| codec::decode::<Signed<Receipt>>(STATEMENT_V1, &b, 4096).ok())
+                        .and_then(|b| Signed::<Receipt>::decode_stored(&b).ok())
                         .map_or([0; 32], |r| r.body.promise);
                     out.push((NodeKey(h), named));
                 }
@@ -153,21 +149,8 @@ impl Agent {
         let peer = peer_id_of(&holder).ok_or_else(|| Miss::Skip("a holder key is not a peer id".into()))?;
         let rp = self.retrieval_promise(id, holder, peer, named).await?;
         let deadline = FETCH_BASE + Duration::from_secs(len >> 20);
-        let get = || self.net.request(peer, Request::Get(GetChunk { promise: rp, id: id.0, range: None }));
-        let outcome = tokio::time::timeout(deadline, async {
-            let mut answer = get().await;
-            for wait_ms in [50, 200, 1000, 3000] {
-                match &answer {
-                    Ok(Response::Refused(r)) if r.why == Refusal::Busy => {
-                        tokio::time::sleep(Duration::from_millis(wait_ms)).await;
-                        answer = get().await;
-                    }
-                    _ => break,
-                }
-            }
-            answer
-        })
-        .await;
+        let get = GetChunk { promise: rp, id: id.0, range: None };
+        let outcome = tokio::time::timeout(deadline, get_retrying(&self.net, peer, get)).await;
         let miss = match outcome {
             Ok(Ok(Response::Chunk(b))) if id.verifies(&b) => {
                 *lock(&self.retrievals.got).entry(rp).or_default() += b.len() as u64;
@@ -319,6 +302,22 @@ impl Agent {
         }
         out
     }
+}
+
+/// A get, asked again a few times while the provider answers busy (it is
+/// serving uploads): shared by fetches and scrub.
+pub(super) async fn get_retrying(net: &NetHandle, peer: PeerId, get: GetChunk) -> Result<Response, NetError> {
+    let mut answer = net.request(peer, Request::Get(get.clone())).await;
+    for wait_ms in [100, 300, 1000, 3000] {
+        match &answer {
+            Ok(Response::Refused(r)) if r.why == Refusal::Busy => {
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                answer = net.request(peer, Request::Get(get.clone())).await;
+            }
+            _ => break,
+        }
+    }
+    answer
 }
 
 impl Retrievals {

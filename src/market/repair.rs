@@ -13,9 +13,8 @@
 use super::held::{Held, State};
 use super::{Agent, hex, lock};
 use crate::chunk::ChunkId;
-use crate::codec;
 use crate::net::{Request, Response, node_key_of, peer_id_of};
-use crate::promise::{NodeKey, Receipt, STATEMENT_V1, Signed, unix_now};
+use crate::promise::{NodeKey, Receipt, Signed, unix_now};
 use crate::store::{Store, StoreError};
 use futures::StreamExt;
 use serde::Serialize;
@@ -95,7 +94,7 @@ pub(super) fn release_replicas(
     for c in chunks {
         let c = ChunkId(*c);
         let Some(bytes) = s.replica_receipt(&c, &provider.0)? else { continue };
-        let named = codec::decode::<Signed<Receipt>>(STATEMENT_V1, &bytes, 4096).map(|r| r.body.promise).ok();
+        let named = Signed::<Receipt>::decode_stored(&bytes).map(|r| r.body.promise).ok();
         if named.is_some_and(|p| !lineage.contains(&p)) {
             continue;
         }

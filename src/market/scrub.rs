@@ -3,9 +3,8 @@
 //! copy that verifies is byte for byte the one that was uploaded.
 
 use crate::chunk::ChunkId;
-use crate::codec;
-use crate::net::{NetHandle, Refusal, Request, Response, peer_id_of, proto::GetChunk};
-use crate::promise::{NodeKey, Receipt, STATEMENT_V1, Signed};
+use crate::net::{NetHandle, Response, peer_id_of, proto::GetChunk};
+use crate::promise::{NodeKey, Receipt, Signed};
 use crate::store::Store;
 use futures::StreamExt;
 use libp2p::PeerId;
@@ -40,18 +39,7 @@ enum Outcome {
 /// Fetches one replica and checks it against the chunk id (the id is the
 /// BLAKE3 of the sealed bytes, so a copy that verifies is the local copy).
 async fn check_replica(net: &NetHandle, id: ChunkId, peer: PeerId, promise: [u8; 32]) -> Result<(), Outcome> {
-    let get = || net.request(peer, Request::Get(GetChunk { promise, id: id.0, range: None }));
-    let mut answer = get().await;
-    // A provider busy with uploads asks us to come back: do, a few times.
-    for wait_ms in [100, 300, 1000, 3000] {
-        match &answer {
-            Ok(Response::Refused(r)) if r.why == Refusal::Busy => {
-                tokio::time::sleep(std::time::Duration::from_millis(wait_ms)).await;
-                answer = get().await;
-            }
-            _ => break,
-        }
-    }
+    let answer = super::fetch::get_retrying(net, peer, GetChunk { promise, id: id.0, range: None }).await;
     match answer {
         Ok(Response::Chunk(b)) if id.verifies(&b) => Ok(()),
         Ok(Response::Chunk(_)) => {
@@ -89,7 +77,7 @@ pub async fn scrub(store: Arc<Store>, net: NetHandle, dht: bool) -> Result<Scrub
     for (id, h, receipt) in &replicas {
         // The receipt names the promise to fetch under; one that does not
         // decode fetches under none and is refused, which the report shows.
-        let promise = codec::decode::<Signed<Receipt>>(STATEMENT_V1, receipt, 4096).map_or([0; 32], |r| r.body.promise);
+        let promise = Signed::<Receipt>::decode_stored(receipt).map_or([0; 32], |r| r.body.promise);
         by_chunk.entry(*id).or_default().push((NodeKey(*h), promise));
     }
     let mut report =

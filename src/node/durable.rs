@@ -11,10 +11,9 @@
 //! up; the node keeps only the snapshot.
 
 use crate::chunk::ChunkId;
-use crate::codec;
 use crate::fs::Durability;
 use crate::market::Agent;
-use crate::promise::{Receipt, STATEMENT_V1, Signed};
+use crate::promise::{Receipt, Signed};
 use crate::store::{Kind, ROOT_INO, Store, StoreError};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -22,7 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Largest stored receipt decoded (a receipt is about 250 bytes).
-const MAX_RECEIPT: usize = 4096;
 /// Snapshots kept at once; the one checked least recently goes first, so
 /// an abandoned `sync --durable` costs nothing for long.
 const MAX_TOKENS: usize = 16;
@@ -58,7 +56,7 @@ impl Durability for DriveDurability {
         let mut ids = BTreeSet::new();
         for c in chunks {
             for (holder, bytes) in self.store.replica_receipts(c)? {
-                match codec::decode::<Signed<Receipt>>(STATEMENT_V1, &bytes, MAX_RECEIPT) {
+                match Signed::<Receipt>::decode_stored(&bytes) {
                     Ok(r) => {
                         ids.insert(self.agent.current_promise(&r.body.promise));
                     }

@@ -6,9 +6,9 @@
 //! `control` is the socket commands use to reach it; `home` is the layout
 //! of a pactfs home and `pactfs init`.
 
+mod cache;
 pub mod control;
 pub mod daemon;
-mod cache;
 mod durable;
 pub mod home;
 mod keys;

@@ -130,11 +130,7 @@ impl Network {
                 let agent = Agent::new(store, net.clone(), Signer::from_seed(&seed), mode, agent_config(cfg), log)?;
                 let agent = Arc::new(agent);
                 runtime.spawn(agent.clone().run(stop_rx.clone()));
-                runtime.spawn(super::cache::keep_cache(
-                    agent_store,
-                    cfg.storage.cache_size.bytes(),
-                    stop_rx.clone(),
-                ));
+                runtime.spawn(super::cache::keep_cache(agent_store, cfg.storage.cache_size.bytes(), stop_rx.clone()));
                 runtime.spawn(reload(home.config_file(), agent.clone(), stop_rx.clone()));
                 Some(agent)
             }
@@ -251,9 +247,9 @@ impl Network {
             #[cfg(feature = "fault-injection")]
             control::Request::LedgerAppend { .. } => self.answer_ledger(req),
             control::Request::Promises => reply(self.agent().and_then(|a| json(a.promises()))),
-            control::Request::Audit { now } => reply(self.agent().and_then(|a| {
-                json(if *now { self.block_on(a.audit_now()) } else { a.audits() })
-            })),
+            control::Request::Audit { now } => {
+                reply(self.agent().and_then(|a| json(if *now { self.block_on(a.audit_now()) } else { a.audits() })))
+            }
             control::Request::Reputation => reply(self.agent().and_then(|a| json(a.reputation()))),
             control::Request::Market => reply(self.agent().and_then(|a| json(a.market()))),
             control::Request::Status => reply(

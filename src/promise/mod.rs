@@ -187,7 +187,15 @@ impl Statement for Receipt {
     const DOMAIN: &'static str = "pactfs/receipt/1";
 }
 
+/// Largest encoded receipt accepted back (from disk or a peer).
+pub const MAX_RECEIPT: usize = 4096;
+
 impl Signed<Receipt> {
+    /// A receipt as the client stored it (`codec`, [`STATEMENT_V1`]).
+    pub fn decode_stored(bytes: &[u8]) -> Result<Signed<Receipt>, codec::CodecError> {
+        codec::decode(STATEMENT_V1, bytes, MAX_RECEIPT)
+    }
+
     /// What a client checks of a receipt for `chunk` of `len` bytes it sent
     /// to `provider`.
     pub fn check(

@@ -112,7 +112,7 @@ impl Provider {
         let duration = t.duration();
         if !storage {
             if let Err(why) = self.can_serve(from, t, now) {
-                return why;
+                return *why;
             }
         } else if duration < self.terms.min_duration || duration > self.terms.max_duration {
             return Response::refused(
@@ -220,13 +220,13 @@ impl Provider {
 
     /// A retrieval bid: short, and only for chunks held here for this
     /// client (under one of its live promises).
-    fn can_serve(&self, from: &NodeKey, t: &crate::promise::Terms, now: u64) -> Result<(), Response> {
+    fn can_serve(&self, from: &NodeKey, t: &crate::promise::Terms, now: u64) -> Result<(), Box<Response>> {
         let duration = t.duration();
         if duration == 0 || duration > self.terms.max_duration {
-            return Err(Response::refused(
+            return Err(Box::new(Response::refused(
                 Refusal::BadRequest,
                 format!("retrieval for {duration} s: at most {} s", self.terms.max_duration),
-            ));
+            )));
         }
         let book = self.book();
         let mut missing = 0;
@@ -237,10 +237,10 @@ impl Provider {
             }
         }
         if missing > 0 {
-            return Err(Response::refused(
+            return Err(Box::new(Response::refused(
                 Refusal::NotFound,
                 format!("{missing} of {} chunks are not held here for this client", t.chunks.len()),
-            ));
+            )));
         }
         Ok(())
     }

@@ -165,6 +165,7 @@ impl Drive {
 
     /// Records that the node died by itself (a test made it fail) and waits
     /// until it is gone; unlike `kill9` this expects no mount to be left.
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     pub fn node_died(&mut self) -> i32 {
         let pid = self.pid.take().expect("node_died: the drive is not mounted");
         wait_for(&format!("daemon pid {pid} to exit"), WAIT_TIMEOUT, || process_gone(pid));

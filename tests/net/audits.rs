@@ -36,8 +36,12 @@ fn audits(mode: Mode) {
         }
         m
     };
-    let (honest, rotten, deleted, forger) =
-        (c.providers[0].peer_id.clone(), c.providers[1].peer_id.clone(), c.providers[2].peer_id.clone(), c.providers[3].peer_id.clone());
+    let (honest, rotten, deleted, forger) = (
+        c.providers[0].peer_id.clone(),
+        c.providers[1].peer_id.clone(),
+        c.providers[2].peer_id.clone(),
+        c.providers[3].peer_id.clone(),
+    );
     let mut seen: BTreeMap<String, Vec<bool>> = BTreeMap::new();
     let mut failed_exit = false;
     let list = poll("every provider to answer an audit", || {
@@ -104,8 +108,7 @@ fn audits(mode: Mode) {
     // Broken, with evidence, unpaid, and the reputations say so.
     let bad: BTreeSet<&String> = [&rotten, &deleted, &forger].into_iter().collect();
     let promises = json(&c, &["promises", "--json"]);
-    let broken: Vec<&Value> =
-        promises.as_array().expect("array").iter().filter(|p| p["state"] == "broken").collect();
+    let broken: Vec<&Value> = promises.as_array().expect("array").iter().filter(|p| p["state"] == "broken").collect();
     assert!(!broken.is_empty(), "{promises}");
     for p in &broken {
         assert!(bad.contains(&text(p, "provider").to_owned()), "only cheats break: {p}");
@@ -125,7 +128,9 @@ fn audits(mode: Mode) {
             "payment withheld for {id}"
         );
         assert!(
-            entries.iter().any(|e| e["kind"] == "audit" && e["event"]["promise"] == id && e["event"]["passed"] == false),
+            entries
+                .iter()
+                .any(|e| e["kind"] == "audit" && e["event"]["promise"] == id && e["event"]["passed"] == false),
             "the failed audit of {id} is in the ledger"
         );
     }

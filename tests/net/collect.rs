@@ -57,11 +57,8 @@ fn collect(mode: Mode) {
     poll("the deleted file's promises to expire without renewal", || {
         let all = json(&c, &["promises", "--json"]);
         let list = all.as_array().expect("array");
-        let states: Vec<&str> = list
-            .iter()
-            .filter(|p| gone_promises.contains(text(p, "id")))
-            .map(|p| text(p, "state"))
-            .collect();
+        let states: Vec<&str> =
+            list.iter().filter(|p| gone_promises.contains(text(p, "id"))).map(|p| text(p, "state")).collect();
         if states.iter().all(|s| *s == "expired") { Ok(()) } else { Err(format!("{states:?}")) }
     });
     poll("the first promises to be renewed and then expire", || {

@@ -17,8 +17,8 @@ mod common;
 
 mod audits;
 mod budget;
-mod collect;
 mod cluster;
+mod collect;
 mod discovery;
 mod garbage;
 mod ledger;

@@ -26,7 +26,8 @@ fn reputation_of(c: &Cluster, peer: &str) -> Option<f64> {
 }
 
 fn kill_one_holder(mode: Mode) {
-    let mut c = Cluster::start_with(mode, &vec![ProviderSpec::default(); PROVIDERS], "[market]\nrepair_grace = \"3s\"\n");
+    let mut c =
+        Cluster::start_with(mode, &vec![ProviderSpec::default(); PROVIDERS], "[market]\nrepair_grace = \"3s\"\n");
     c.wait_providers_known(PROVIDERS);
     let files = write_files(&c.client, FILES);
     let out = ask(c.client_home(), &["sync", "--durable"]);

@@ -32,7 +32,8 @@ fn remount(c: &mut Cluster, providers: usize) {
 fn cold_read(mode: Mode) {
     let mut c = Cluster::start(mode);
     c.wait_providers_known(PROVIDERS);
-    let mut files = write_files(&c.client, &[("tree/a", 61, 3 * MIB), ("tree/b/c", 62, 200 * 1024), ("tree/d", 63, 10)]);
+    let mut files =
+        write_files(&c.client, &[("tree/a", 61, 3 * MIB), ("tree/b/c", 62, 200 * 1024), ("tree/d", 63, 10)]);
     files.extend(write_files(&c.client, &[("big", 64, 100 * MIB)]));
     let out = ask(c.client_home(), &["sync", "--durable"]);
     assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
@@ -76,12 +77,7 @@ fn rotten_holder(mode: Mode) {
     remount(&mut c, 3);
     assert_files(&files);
     let promises = json(&c, &["promises", "--json"]);
-    let broken: Vec<&Value> = promises
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter(|p| p["state"] == "broken")
-        .collect();
+    let broken: Vec<&Value> = promises.as_array().expect("array").iter().filter(|p| p["state"] == "broken").collect();
     assert!(!broken.is_empty(), "a rotten holder's promise breaks: {promises}");
     for p in &broken {
         assert!(rotten.contains(&text(p, "provider").to_owned()), "only rotten holders broke: {p}");
