@@ -15,10 +15,35 @@ pub mod proof;
 mod seal;
 
 pub use cut::{ChunkSizes, Chunker};
-pub use seal::{ChunkError, UserSecret, open, open_with, seal, seal_with};
+pub use seal::{ChunkError, UserSecret, open, open_verified, open_with, seal, seal_with};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+
+/// Sealed bytes checked against their chunk id where they entered (a fetch
+/// from a holder): the store keeps them and [`open_verified`] opens them
+/// without hashing the same bytes again.
+#[derive(Debug)]
+pub struct Verified {
+    id: ChunkId,
+    sealed: Vec<u8>,
+}
+
+impl Verified {
+    /// `sealed` if it hashes to `id`; the bytes back otherwise.
+    pub fn check(id: ChunkId, sealed: Vec<u8>) -> Result<Verified, Vec<u8>> {
+        if id.verifies(&sealed) { Ok(Verified { id, sealed }) } else { Err(sealed) }
+    }
+    pub fn id(&self) -> ChunkId {
+        self.id
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &self.sealed
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.sealed
+    }
+}
 
 /// The BLAKE3 hash of a chunk's sealed (stored) bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

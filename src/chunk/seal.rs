@@ -71,15 +71,20 @@ pub fn seal(secret: &UserSecret, plaintext: &[u8]) -> (ChunkKey, ChunkId, Vec<u8
 }
 
 /// Verifies `sealed` against `id`, then decrypts it with `key`.
-pub fn open(id: &ChunkId, key: &ChunkKey, mut sealed: Vec<u8>) -> Result<Vec<u8>, ChunkError> {
-    if !id.verifies(&sealed) {
-        return Err(ChunkError::IdMismatch { id: *id });
+pub fn open(id: &ChunkId, key: &ChunkKey, sealed: Vec<u8>) -> Result<Vec<u8>, ChunkError> {
+    match super::Verified::check(*id, sealed) {
+        Ok(v) => open_verified(key, v),
+        Err(_) => Err(ChunkError::IdMismatch { id: *id }),
     }
+}
+
+/// Decrypts bytes already checked against their id (see [`open`]).
+pub fn open_verified(key: &ChunkKey, v: super::Verified) -> Result<Vec<u8>, ChunkError> {
+    let id = v.id();
+    let mut sealed = v.into_bytes();
     let nonce = Nonce::assume_unique_for_key([0u8; NONCE_LEN]);
-    let plain_len = aead_key(key)
-        .open_in_place(nonce, Aad::empty(), &mut sealed)
-        .map_err(|_| ChunkError::Decrypt { id: *id })?
-        .len();
+    let plain_len =
+        aead_key(key).open_in_place(nonce, Aad::empty(), &mut sealed).map_err(|_| ChunkError::Decrypt { id })?.len();
     sealed.truncate(plain_len);
     Ok(sealed)
 }
@@ -129,5 +134,19 @@ mod tests {
         assert!(matches!(open(&id1, &ChunkKey([0; 32]), b1), Err(ChunkError::Decrypt { .. })));
         let (ke, ide, be) = seal(&s, b"");
         assert_eq!(open(&ide, &ke, be).unwrap(), b"");
+    }
+
+    #[test]
+    fn verified_only_from_bytes_that_hash_to_the_id() {
+        let s = UserSecret::from_bytes([7; 32]);
+        let (k, id, b) = seal(&s, b"fetched from a holder");
+        let mut flipped = b.clone();
+        flipped[3] ^= 1;
+        assert_eq!(super::super::Verified::check(id, flipped.clone()).unwrap_err(), flipped, "the bytes come back");
+        let v = super::super::Verified::check(id, b.clone()).unwrap();
+        assert_eq!((v.id(), v.bytes()), (id, &b[..]));
+        assert_eq!(open_verified(&k, v).unwrap(), b"fetched from a holder");
+        let v = super::super::Verified::check(id, b).unwrap();
+        assert!(matches!(open_verified(&ChunkKey([0; 32]), v), Err(ChunkError::Decrypt { .. })));
     }
 }

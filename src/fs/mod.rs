@@ -125,14 +125,14 @@ fn load_chunk(store: &Store, remote: Option<&dyn Remote>, e: &ManifestEntry) -> 
                 tracing::warn!(chunk = %e.id.fmt_short(), cause = %why, "chunk unavailable");
                 FsError::Unavailable(why)
             })?;
-            if let Err(err) = store.restore_body(&e.id, &body) {
+            if let Err(err) = store.restore_body(&body) {
                 tracing::warn!(chunk = %e.id.fmt_short(), cause = %err, "cannot keep a fetched chunk");
             }
-            body
+            chunk::open_verified(&e.key, body)
         }
-        other => other?,
+        other => chunk::open(&e.id, &e.key, other?),
     };
-    chunk::open(&e.id, &e.key, body).map_err(|err| {
+    body.map_err(|err| {
         tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
         FsError::Chunk(err)
     })

@@ -3,11 +3,11 @@
 //! talks to the network itself: the node hands the drive a [`Remote`]
 //! over its market agent, and the drive keeps what it fetched.
 
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, Verified};
 
 /// Fetches a chunk's sealed body from the network.
 pub trait Remote: Send + Sync {
-    /// The sealed body of `id`, which hashes to `id`; an error says why no
+    /// The sealed body of `id`, checked against `id`; an error says why no
     /// holder could serve it. Blocks: never called on a runtime thread.
-    fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, String>;
+    fn fetch(&self, id: &ChunkId) -> Result<Verified, String>;
 }

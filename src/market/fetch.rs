@@ -15,7 +15,7 @@
 
 use super::held::{Held, State};
 use super::{Agent, hex, lock, rand_nonce};
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, Verified};
 use crate::net::proto::GetChunk;
 use crate::net::{NetError, NetHandle, Refusal, Request, Response, peer_id_of};
 use crate::promise::{AuditTerms, NodeKey, PromiseKind, Receipt, Signed, Terms, credits, retrieval_cost, unix_now};
@@ -67,9 +67,8 @@ pub(super) struct Retrievals {
 }
 
 impl Agent {
-    /// Fetches the sealed body of `id` from a holder; the bytes returned
-    /// hash to `id`.
-    pub async fn fetch(&self, id: ChunkId) -> Result<Vec<u8>, FetchError> {
+    /// Fetches the sealed body of `id` from a holder, checked against `id`.
+    pub async fn fetch(&self, id: ChunkId) -> Result<Verified, FetchError> {
         let (len, holders) = self
             .on_store(move |s| {
                 let len = s.chunk(&id)?.map_or(0, |r| u64::from(r.len));
@@ -97,7 +96,7 @@ impl Agent {
         id: ChunkId,
         len: u64,
         holders: Vec<NodeKey>,
-    ) -> Result<Vec<u8>, FetchError> {
+    ) -> Result<Verified, FetchError> {
         self.fetch_among(id, len, holders.into_iter().map(|h| (h, [0; 32])).collect()).await
     }
 
@@ -106,7 +105,7 @@ impl Agent {
         id: ChunkId,
         len: u64,
         mut holders: Vec<(NodeKey, [u8; 32])>,
-    ) -> Result<Vec<u8>, FetchError> {
+    ) -> Result<Verified, FetchError> {
         if holders.is_empty() {
             return Err(FetchError::NoHolder(id.fmt_short()));
         }
@@ -145,20 +144,22 @@ impl Agent {
         Err(FetchError::Failed { chunk: id.fmt_short(), tried })
     }
 
-    async fn fetch_from(&self, id: ChunkId, len: u64, holder: NodeKey, named: [u8; 32]) -> Result<Vec<u8>, Miss> {
+    async fn fetch_from(&self, id: ChunkId, len: u64, holder: NodeKey, named: [u8; 32]) -> Result<Verified, Miss> {
         let peer = peer_id_of(&holder).ok_or_else(|| Miss::Skip("a holder key is not a peer id".into()))?;
         let rp = self.retrieval_promise(id, holder, peer, named).await?;
         let deadline = FETCH_BASE + Duration::from_secs(len >> 20);
         let get = GetChunk { promise: rp, id: id.0, range: None };
         let outcome = tokio::time::timeout(deadline, get_retrying(&self.net, peer, get)).await;
         let miss = match outcome {
-            Ok(Ok(Response::Chunk(b))) if id.verifies(&b) => {
-                *lock(&self.retrievals.got).entry(rp).or_default() += b.len() as u64;
-                return Ok(b);
-            }
-            Ok(Ok(Response::Chunk(b))) => Miss::Broke {
-                why: format!("served {} bytes that do not hash to chunk {}", b.len(), id.fmt_short()),
-                storage: true,
+            Ok(Ok(Response::Chunk(b))) => match Verified::check(id, b) {
+                Ok(v) => {
+                    *lock(&self.retrievals.got).entry(rp).or_default() += v.bytes().len() as u64;
+                    return Ok(v);
+                }
+                Err(b) => Miss::Broke {
+                    why: format!("served {} bytes that do not hash to chunk {}", b.len(), id.fmt_short()),
+                    storage: true,
+                },
             },
             Ok(Ok(Response::Refused(r))) if r.why == Refusal::Busy => Miss::Skip(format!("{peer} stayed busy")),
             Ok(Ok(Response::Refused(r))) => Miss::Broke {

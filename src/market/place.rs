@@ -274,9 +274,8 @@ impl Agent {
             return Ok(body);
         }
         let body = self.fetch(id).await.map_err(|e| e.to_string())?;
-        let b = body.clone();
-        self.on_store(move |s| s.restore_body(&id, &b)).await?;
-        Ok(body)
+        let body = self.on_store(move |s| s.restore_body(&body).map(|_| body)).await?;
+        Ok(body.into_bytes())
     }
 
     /// Uploads one chunk to each of its targets.

@@ -30,7 +30,7 @@ pub struct AgentRemote {
 }
 
 impl crate::fs::Remote for AgentRemote {
-    fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, String> {
+    fn fetch(&self, id: &ChunkId) -> Result<crate::chunk::Verified, String> {
         self.runtime.block_on(self.agent.fetch(*id)).map_err(|e| e.to_string())
     }
 }
@@ -128,17 +128,17 @@ impl Network {
                 missing.push(id);
             }
         }
-        let results: Vec<(ChunkId, Result<Vec<u8>, String>)> = self.block_on(
+        let results: Vec<Result<crate::chunk::Verified, String>> = self.block_on(
             futures::stream::iter(missing)
                 .map(|id| {
                     let agent = agent.clone();
-                    async move { (id, agent.fetch(id).await.map_err(|e| e.to_string())) }
+                    async move { agent.fetch(id).await.map_err(|e| e.to_string()) }
                 })
                 .buffer_unordered(PIN_FETCHES)
                 .collect(),
         );
-        for (id, r) in results {
-            match r.and_then(|body| store.restore_body(&id, &body).map(|_| body.len()).map_err(|e| e.to_string())) {
+        for r in results {
+            match r.and_then(|body| store.restore_body(&body).map(|_| body.bytes().len()).map_err(|e| e.to_string())) {
                 Ok(n) => {
                     out.changed += 1;
                     out.bytes += n as u64;

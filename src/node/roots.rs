@@ -349,7 +349,7 @@ async fn find_and_fetch(
             .fetch_from_holders(ChunkId(p.id), u64::from(p.len), p.holders.clone())
             .await
             .map_err(|e| NodeError::Network(format!("restore: snapshot part: {e}")))?;
-        bodies.push(body);
+        bodies.push(body.into_bytes());
     }
     Ok((root, parts, bodies))
 }

@@ -14,8 +14,9 @@ const ME: Caller = Caller { uid: 0, gid: 0 };
 struct From(Arc<Store>);
 
 impl Remote for From {
-    fn fetch(&self, id: &ChunkId) -> Result<Vec<u8>, String> {
-        self.0.chunk_body(id).map_err(|e| e.to_string())
+    fn fetch(&self, id: &ChunkId) -> Result<crate::chunk::Verified, String> {
+        let body = self.0.chunk_body(id).map_err(|e| e.to_string())?;
+        crate::chunk::Verified::check(*id, body).map_err(|_| "a body that does not hash to its id".to_owned())
     }
 }
 

@@ -11,7 +11,7 @@
 
 use super::records::{self, ChunkRecord};
 use super::{INLINE_PACK, Store, StoreError};
-use crate::chunk::ChunkId;
+use crate::chunk::{ChunkId, Verified};
 use rocksdb::{IteratorMode, WriteBatch};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -82,16 +82,11 @@ impl Store {
         Ok(Evicted::Freed(len))
     }
 
-    /// Puts a fetched body back, making the chunk local again. The body
-    /// must hash to the id. Returns false if the chunk is unknown or
+    /// Puts a fetched (verified) body back, making the chunk local again.
+    /// Returns false if the chunk is unknown or
     /// already local.
-    pub fn restore_body(&self, id: &ChunkId, sealed: &[u8]) -> Result<bool, StoreError> {
-        if !id.verifies(sealed) {
-            return Err(StoreError::Corrupt {
-                what: format!("chunk {id}"),
-                detail: "the body to restore does not hash to its id".into(),
-            });
-        }
+    pub fn restore_body(&self, body: &Verified) -> Result<bool, StoreError> {
+        let (id, sealed) = (&body.id(), body.bytes());
         if self.chunk(id)?.is_none_or(|r| r.is_local()) {
             return Ok(false);
         }
