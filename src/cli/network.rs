@@ -42,6 +42,21 @@ pub fn node_info(home: &Home, json: bool) -> Result<i32> {
             ("Bytes held", size("bytes")),
             ("Capacity", size("capacity")),
         ])?;
+        let vol = |k: &str| p.get("voluntary").and_then(|v| v.get(k)).and_then(|x| x.as_u64()).unwrap_or(0);
+        if vol("voluntary_capacity") > 0 || vol("hot_chunks") > 0 {
+            print_kv(&[
+                ("Hot chunks", vol("hot_chunks").to_string()),
+                (
+                    "Voluntary",
+                    format!(
+                        "{} copies, {} of {}",
+                        vol("voluntary_chunks"),
+                        human_bytes(vol("voluntary_bytes")),
+                        human_bytes(vol("voluntary_capacity"))
+                    ),
+                ),
+            ])?;
+        }
     }
     Ok(0)
 }

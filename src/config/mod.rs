@@ -86,6 +86,9 @@ price_per_gib_retrieval = 0.5
 min_duration = "1h"
 # Longest promise sold (duration, more than 0).
 max_duration = "365d"
+# Room for extra copies of chunks other providers serve often, kept of this
+# provider's own accord and offered for retrieval (size; "0B" keeps none).
+voluntary_capacity = "0B"
 
 [network]
 # "hybrid" (Kademlia DHT plus market) or "market" (no DHT).
@@ -241,6 +244,9 @@ pub struct ProviderConfig {
     /// Longest promise sold. More than 0; default 365 days.
     #[serde(serialize_with = "serialize_duration")]
     pub max_duration: Duration,
+    /// Room for voluntary copies of chunks served often elsewhere, offered
+    /// for retrieval. Bytes, 0 (the default) keeps none.
+    pub voluntary_capacity: ByteSize,
 }
 
 /// `[network]`: libp2p transports and peer discovery.
@@ -382,6 +388,7 @@ impl Default for ProviderConfig {
             price_per_gib_retrieval: default_price_per_gib_retrieval(),
             min_duration: default_min_duration().0,
             max_duration: default_max_duration().0,
+            voluntary_capacity: ByteSize(0),
         }
     }
 }

@@ -43,7 +43,7 @@ fn default_config_toml_is_the_defaults() {
 fn default_config_toml_and_to_toml_list_every_key() {
     let written = keys_of(&Config::default().to_toml());
     assert_eq!(keys_of(DEFAULT_CONFIG_TOML), written);
-    assert_eq!(written.len(), 6 + 6 + 3 + 7 + 7 + 4 + 1, "6 sections and 28 keys");
+    assert_eq!(written.len(), 6 + 6 + 3 + 7 + 8 + 4 + 1, "6 sections and 29 keys");
 }
 
 #[test]
@@ -74,6 +74,7 @@ fn every_section_can_be_overridden() {
         data_dir = "/srv/pactfs"
         price_per_gib_month = 0.25
         price_per_gib_retrieval = 3
+        voluntary_capacity = "2GiB"
         [network]
         mode = "market"
         listen = []
@@ -110,6 +111,8 @@ fn every_section_can_be_overridden() {
     assert_eq!(config.provider.capacity, ByteSize(GIB));
     assert_eq!(config.provider.price_per_gib_month, 0.25);
     assert_eq!(config.provider.price_per_gib_retrieval, 3.0);
+    assert_eq!(config.provider.voluntary_capacity, ByteSize(2 * GIB));
+    assert_eq!(Config::default().provider.voluntary_capacity, ByteSize(0), "no voluntary copies unless asked");
     assert_eq!(config.network.mode, NetworkMode::Market);
     assert!(config.network.listen.is_empty());
     assert_eq!(config.network.bootstrap, ["/dns4/seed.example/tcp/4701/p2p/12D3KooWExample"]);

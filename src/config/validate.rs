@@ -79,6 +79,7 @@ struct RawProvider {
     price_per_gib_retrieval: Opt<f64>,
     min_duration: Opt<HumanDuration>,
     max_duration: Opt<HumanDuration>,
+    voluntary_capacity: Opt<ByteSize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -368,6 +369,8 @@ impl RawProvider {
             min_duration: min_duration.value.0,
             max_duration: max_checked,
             capacity: capacity.value,
+            voluntary_capacity: Field::new("provider.voluntary_capacity", self.voluntary_capacity, || ByteSize(0))
+                .value,
             data_dir: Some(PathBuf::from(data_dir.value)).filter(|dir| !dir.as_os_str().is_empty()),
             price_per_gib_month: ck.credits(&Field::new(
                 "provider.price_per_gib_month",

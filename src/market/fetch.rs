@@ -106,9 +106,6 @@ impl Agent {
         len: u64,
         mut holders: Vec<(NodeKey, [u8; 32])>,
     ) -> Result<Verified, FetchError> {
-        if holders.is_empty() {
-            return Err(FetchError::NoHolder(id.fmt_short()));
-        }
         let now = unix_now();
         let rep = lock(&self.reputation).clone();
         let min = self.config().min_reputation;
@@ -119,10 +116,19 @@ impl Agent {
             (below, std::cmp::Reverse((r.score(now) * 4.0) as u32), spread)
         });
         let mut tried = Vec::new();
+        let mut seen: Vec<NodeKey> = holders.iter().map(|(h, _)| *h).collect();
         // Holders that could not be reached may be only not found yet (a
         // node just started learns addresses within seconds): try again a
         // few times before giving up; a holder that broke is not retried.
+        // Providers keeping a voluntary copy join once the holders under
+        // promise have all been tried.
         for (round, wait) in ROUND_WAITS.iter().enumerate() {
+            if round == 1 || holders.is_empty() && round == 0 {
+                let volunteers = self.volunteers(id, &seen).await;
+                seen.extend(&volunteers);
+                // Before the unreachable holders are tried again.
+                holders.splice(0..0, volunteers.into_iter().map(|v| (v, [0; 32])));
+            }
             let mut again = Vec::new();
             for (holder, named) in std::mem::take(&mut holders) {
                 match self.fetch_from(id, len, holder, named).await {
@@ -134,14 +140,48 @@ impl Agent {
                     Err(Miss::Broke { why, .. }) => tried.push(why),
                 }
             }
-            if again.is_empty() || round + 1 == ROUND_WAITS.len() {
+            if round + 1 == ROUND_WAITS.len() || again.is_empty() && round > 0 {
                 break;
             }
             holders = again;
-            tokio::time::sleep(*wait).await;
+            if !holders.is_empty() {
+                tokio::time::sleep(*wait).await;
+            }
+        }
+        if seen.is_empty() {
+            return Err(FetchError::NoHolder(id.fmt_short()));
         }
         tracing::warn!(chunk = %id.fmt_short(), tried = ?tried, "no holder could serve a chunk");
         Err(FetchError::Failed { chunk: id.fmt_short(), tried })
+    }
+
+    /// Providers offering a voluntary copy of `id` that are not in
+    /// `known`: from their announcements in market mode, from DHT provider
+    /// records in hybrid mode.
+    async fn volunteers(&self, id: ChunkId, known: &[NodeKey]) -> Vec<NodeKey> {
+        let me = self.net.local_peer_id();
+        let peers: Vec<PeerId> = match self.mode {
+            crate::net::Mode::Market => self
+                .net
+                .listings()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| l.offers.contains(&id.0))
+                .map(|l| l.peer)
+                .collect(),
+            crate::net::Mode::Hybrid => self.net.find_holders(id.0).await.unwrap_or_default(),
+        };
+        let found: Vec<NodeKey> = peers
+            .iter()
+            .filter(|p| **p != me)
+            .filter_map(crate::net::node_key_of)
+            .filter(|k| !known.contains(k))
+            .collect();
+        if !found.is_empty() {
+            tracing::debug!(chunk = %id.fmt_short(), volunteers = found.len(), "voluntary copies found");
+        }
+        found
     }
 
     async fn fetch_from(&self, id: ChunkId, len: u64, holder: NodeKey, named: [u8; 32]) -> Result<Verified, Miss> {
@@ -176,7 +216,8 @@ impl Agent {
         };
         if let Miss::Broke { why, storage } = &miss {
             self.break_promise(rp, holder, why);
-            if *storage {
+            // A voluntary copy (no storage promise named) breaks only the retrieval.
+            if *storage && named != [0; 32] {
                 let sp = self.current_promise(&named);
                 self.break_promise(sp, holder, why);
             }

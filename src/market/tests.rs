@@ -42,6 +42,7 @@ fn provider(dir: &std::path::Path, seed: u8, price: u64) -> Arc<Provider> {
         price_per_gib_retrieval: MILLI,
         min_duration: 1,
         max_duration: 86400,
+        voluntary_capacity: 0,
     };
     let store = Arc::new(Store::open(dir, 0, 0).unwrap());
     Arc::new(Provider::new(store, Signer::from_seed(&[seed; 32]), terms, Faults::default(), None).unwrap())

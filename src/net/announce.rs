@@ -1,6 +1,11 @@
 //! Market announcements: a provider's signed "I sell storage, reach me
 //! here", spread by gossipsub. In market mode they are how a node learns of
 //! providers it was never told about; in hybrid mode they complement the DHT.
+//!
+//! A provider also lists the chunks it serves often (`hot`: others may copy
+//! them) and, in market mode, the chunks it keeps of its own accord and
+//! offers for retrieval (`offers`; in hybrid mode those are DHT provider
+//! records instead).
 
 use super::Role;
 use crate::codec;
@@ -8,10 +13,12 @@ use crate::promise::{Ask, Signed};
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
-pub const ANNOUNCE_V1: u8 = 1;
+pub const ANNOUNCE_V2: u8 = 2;
 /// Largest announcement accepted (gossipsub's own limit is set to match).
-pub const MAX_ANNOUNCE: usize = 16 * 1024;
+pub const MAX_ANNOUNCE: usize = 32 * 1024;
 const MAX_ANNOUNCE_ADDRS: usize = 16;
+/// Most chunk ids in each of `hot` and `offers`.
+pub const MAX_LISTED: usize = 256;
 /// The gossip topic of announcements.
 pub const TOPIC: &str = "pactfs/market/peers/1";
 
@@ -27,6 +34,12 @@ pub struct Announce {
     pub at: u64,
     /// A provider's current ask (its signature is the market's to check).
     pub ask: Option<Signed<Ask>>,
+    /// Chunks it serves often, which others may copy from it.
+    #[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_LISTED>")]
+    pub hot: Vec<[u8; 32]>,
+    /// Chunks it keeps of its own accord and serves for retrieval.
+    #[serde(deserialize_with = "codec::bounded_seq::<_, _, MAX_LISTED>")]
+    pub offers: Vec<[u8; 32]>,
 }
 
 impl Announce {
@@ -37,7 +50,7 @@ impl Announce {
             _ => 0,
         };
         let addrs = addrs.iter().take(MAX_ANNOUNCE_ADDRS).map(|a| codec::Bytes(a.to_vec())).collect();
-        Announce { role, addrs, at, ask: None }
+        Announce { role, addrs, at, ask: None, hot: Vec::new(), offers: Vec::new() }
     }
     pub fn role(&self) -> Role {
         match self.role {
@@ -52,9 +65,9 @@ impl Announce {
         self.addrs.iter().take(MAX_ANNOUNCE_ADDRS).filter_map(|b| Multiaddr::try_from(b.0.clone()).ok()).collect()
     }
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(ANNOUNCE_V1, self)
+        codec::encode(ANNOUNCE_V2, self)
     }
     pub fn decode(bytes: &[u8]) -> Result<Announce, codec::CodecError> {
-        codec::decode(ANNOUNCE_V1, bytes, MAX_ANNOUNCE)
+        codec::decode(ANNOUNCE_V2, bytes, MAX_ANNOUNCE)
     }
 }

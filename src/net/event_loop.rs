@@ -191,6 +191,9 @@ impl EventLoop {
             Command::Asks { reply } => {
                 let _ = reply.send(self.peers.asks());
             }
+            Command::Listings { reply } => {
+                let _ = reply.send(self.peers.listings());
+            }
             Command::FindHolders { key, reply } => match self.swarm.behaviour_mut().kad.as_mut() {
                 Some(k) => {
                     let id = k.get_providers(kad::RecordKey::new(&key));
@@ -276,7 +279,16 @@ impl EventLoop {
     fn publish_announce(&mut self) {
         let mut msg = Announce::new(self.cfg.role, &self.listen, crate::promise::unix_now());
         let addrs: Vec<Multiaddr> = self.listen.iter().filter(|a| is_dialable(a)).cloned().collect();
-        msg.ask = self.service.as_ref().and_then(|s| s.ask(&addrs));
+        if let Some(s) = &self.service {
+            msg.ask = s.ask(&addrs);
+            msg.hot = s.hot();
+            msg.hot.truncate(announce::MAX_LISTED);
+            // Hybrid mode offers through DHT provider records instead.
+            if self.cfg.mode == Mode::Market {
+                msg.offers = s.offers();
+                msg.offers.truncate(announce::MAX_LISTED);
+            }
+        }
         let topic = gossipsub::IdentTopic::new(announce::TOPIC);
         match self.swarm.behaviour_mut().gossip.publish(topic, msg.encode()) {
             Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {}
@@ -449,9 +461,11 @@ impl EventLoop {
                         self.learn_provider(author, addrs, a.role());
                         // Kept as heard; the market checks its signature
                         // and that it names its author.
+                        let entry = self.peers.entry(author);
                         if let Some(ask) = a.ask {
-                            self.peers.entry(author).ask = Some(ask);
+                            entry.ask = Some(ask);
                         }
+                        (entry.hot, entry.offers) = (a.hot, a.offers);
                     }
                     Ok(_) => {}
                     Err(e) => tracing::debug!(peer = %author, cause = %e, "ignored a garbled announcement"),

@@ -75,6 +75,22 @@ pub trait Service: Send + Sync + 'static {
     fn serve(&self, from: &NodeKey, req: Request) -> Response;
     /// The ask to announce, reachable at `addrs`; `None` sells nothing now.
     fn ask(&self, addrs: &[Multiaddr]) -> Option<Signed<Ask>>;
+    /// Chunks served often, which other providers may copy (announced).
+    fn hot(&self) -> Vec<[u8; 32]> {
+        Vec::new()
+    }
+    /// Chunks kept voluntarily and offered for retrieval.
+    fn offers(&self) -> Vec<[u8; 32]> {
+        Vec::new()
+    }
+}
+
+/// What a provider's latest announcement listed.
+#[derive(Clone, Debug)]
+pub struct Listing {
+    pub peer: PeerId,
+    pub hot: Vec<[u8; 32]>,
+    pub offers: Vec<[u8; 32]>,
 }
 
 /// This node as the network sees it.
@@ -94,6 +110,7 @@ enum Command {
     Peers { reply: oneshot::Sender<Vec<PeerSummary>> },
     Providers { reply: oneshot::Sender<Vec<PeerId>> },
     Asks { reply: oneshot::Sender<Vec<(PeerId, Signed<Ask>)>> },
+    Listings { reply: oneshot::Sender<Vec<Listing>> },
     FindHolders { key: [u8; 32], reply: oneshot::Sender<Result<Vec<PeerId>, NetError>> },
     Provide { keys: Vec<[u8; 32]> },
     PutRoot { value: Vec<u8> },
@@ -143,6 +160,10 @@ impl NetHandle {
         self.ask(|reply| Command::Asks { reply }).await
     }
     /// Holders of a chunk according to the DHT's provider records (hybrid only).
+    /// What each provider's latest announcement listed (hot chunks, offers).
+    pub async fn listings(&self) -> Result<Vec<Listing>, NetError> {
+        self.ask(|reply| Command::Listings { reply }).await
+    }
     pub async fn find_holders(&self, key: [u8; 32]) -> Result<Vec<PeerId>, NetError> {
         self.ask(|reply| Command::FindHolders { key, reply }).await?
     }

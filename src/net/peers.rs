@@ -90,6 +90,9 @@ pub(super) struct Peer {
     pub announced: Option<Instant>,
     /// Its latest ask heard on the gossip.
     pub ask: Option<Signed<Ask>>,
+    /// Hot chunks and offers of its latest announcement.
+    pub hot: Vec<[u8; 32]>,
+    pub offers: Vec<[u8; 32]>,
 }
 
 /// Most addresses kept per peer: a peer cannot grow our memory with lies.
@@ -130,6 +133,14 @@ impl PeerTable {
 
     pub fn asks(&self) -> Vec<(PeerId, Signed<Ask>)> {
         self.peers.iter().filter_map(|(id, p)| Some((*id, p.ask.clone()?))).collect()
+    }
+
+    pub fn listings(&self) -> Vec<super::Listing> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| !p.hot.is_empty() || !p.offers.is_empty())
+            .map(|(id, p)| super::Listing { peer: *id, hot: p.hot.clone(), offers: p.offers.clone() })
+            .collect()
     }
 
     pub fn summaries(&self) -> Vec<PeerSummary> {

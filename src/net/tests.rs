@@ -45,6 +45,7 @@ fn provider(dir: &std::path::Path) -> Arc<Provider> {
         price_per_gib_retrieval: MILLI,
         min_duration: 60,
         max_duration: 86400,
+        voluntary_capacity: 0,
     };
     let store = Arc::new(Store::open(dir, 0, 0).unwrap());
     Arc::new(Provider::new(store, Signer::from_seed(&[1; 32]), terms, Faults::default(), None).unwrap())

@@ -18,6 +18,7 @@ mod mountinfo;
 mod network;
 mod roots;
 mod serve;
+mod volunteer;
 
 /// Credits as people read them (the CLI formats prices with it).
 pub use crate::promise::credits;

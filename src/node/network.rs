@@ -96,6 +96,7 @@ impl Network {
                     price_per_gib_retrieval: to_milli(cfg.provider.price_per_gib_retrieval),
                     min_duration: cfg.provider.min_duration.as_secs(),
                     max_duration: cfg.provider.max_duration.as_secs(),
+                    voluntary_capacity: cfg.provider.voluntary_capacity.bytes(),
                 };
                 Some(Arc::new(Provider::new(store, Signer::from_seed(&seed), terms, faults(), log.clone())?))
             }
@@ -122,6 +123,9 @@ impl Network {
             runtime.spawn(seal_periodically(l.clone(), stop_rx.clone()));
         }
         if let Some(p) = provider.clone() {
+            if cfg.provider.voluntary_capacity.bytes() > 0 {
+                runtime.spawn(super::volunteer::copy_hot(p.clone(), net.clone(), stop_rx.clone()));
+            }
             runtime.spawn(sweep(p, stop_rx.clone()));
         }
         let agent = match drive_store.clone() {

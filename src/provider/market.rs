@@ -219,7 +219,7 @@ impl Provider {
     }
 
     /// A retrieval bid: short, and only for chunks held here for this
-    /// client (under one of its live promises).
+    /// client (under one of its live promises) or kept voluntarily.
     fn can_serve(&self, from: &NodeKey, t: &crate::promise::Terms, now: u64) -> Result<(), Box<Response>> {
         let duration = t.duration();
         if duration == 0 || duration > self.terms.max_duration {
@@ -231,7 +231,7 @@ impl Provider {
         let book = self.book();
         let mut missing = 0;
         for c in &t.chunks {
-            let covered = book.authorizing(from, &[0; 32], c, now).is_some();
+            let covered = book.authorizing(from, &[0; 32], c, now).is_some() || self.holds_voluntarily(c);
             if !covered || !self.store.holds(&ChunkId(*c)).unwrap_or(false) {
                 missing += 1;
             }
@@ -310,7 +310,7 @@ impl Provider {
             if let Err(e) = self.store.delete_promise(&id) {
                 tracing::error!(cause = %e, "cannot forget an expired promise");
             }
-            for c in orphans {
+            for c in orphans.into_iter().filter(|c| !self.holds_voluntarily(c)) {
                 match self.store.unhold(&ChunkId(c)) {
                     Ok(true) => {
                         dropped += 1;

@@ -9,10 +9,12 @@
 //! the sealed bytes.
 
 mod book;
+mod hot;
 mod market;
 pub mod pricing;
 mod roots;
 
+pub use hot::{HOT_AFTER, VoluntaryStats};
 pub use market::{ASK_TTL_SECS, PAYMENT_GRACE_SECS};
 
 use crate::chunk::ChunkId;
@@ -36,6 +38,8 @@ pub struct ProviderTerms {
     pub price_per_gib_retrieval: u64,
     pub min_duration: u64,
     pub max_duration: u64,
+    /// Room for voluntary copies of hot chunks (0: none kept).
+    pub voluntary_capacity: u64,
 }
 
 /// Misbehaviour switched on by tests (only a `fault-injection` build lets
@@ -66,6 +70,8 @@ pub struct ProviderStats {
     pub promises: usize,
     /// The current storage price, milli-credits per GiB-month.
     pub price_per_gib_month: u64,
+    /// Hot chunks served here and copies kept voluntarily.
+    pub voluntary: VoluntaryStats,
 }
 
 pub struct Provider {
@@ -84,6 +90,7 @@ pub struct Provider {
     cheques: Mutex<()>,
     started: Instant,
     chunks: AtomicU64,
+    hot: Mutex<hot::Hot>,
 }
 
 impl Provider {
@@ -115,6 +122,7 @@ impl Provider {
             }
             book.insert(sold);
         }
+        let hot = hot::Hot::load(&store)?;
         Ok(Provider {
             store,
             signer,
@@ -128,6 +136,7 @@ impl Provider {
             cheques: Mutex::default(),
             started: Instant::now(),
             chunks: AtomicU64::new(chunks),
+            hot: Mutex::new(hot),
         })
     }
 
@@ -159,6 +168,7 @@ impl Provider {
                 drop(book);
                 self.current_price()
             },
+            voluntary: self.voluntary_stats(),
         }
     }
 
@@ -238,7 +248,10 @@ impl Provider {
     }
 
     fn get(&self, from: &NodeKey, m: GetChunk) -> Response {
-        if self.book().authorizing(from, &m.promise, &m.id, unix_now()).is_none() {
+        let promised = self.book().authorizing(from, &m.promise, &m.id, unix_now()).is_some();
+        // A copy of a hot or voluntarily kept chunk needs no promise.
+        let free = !promised && m.promise == [0; 32] && self.serves_freely(&m.id);
+        if !promised && !free {
             return Response::refused(Refusal::Unauthorized, "no live promise of this client covers the chunk");
         }
         let id = ChunkId(m.id);
@@ -251,6 +264,9 @@ impl Provider {
         if !id.verifies(&body) {
             tracing::error!(chunk = %id.fmt_short(), "held chunk fails verification");
             return Response::refused(Refusal::Internal, "the stored copy is damaged");
+        }
+        if promised {
+            self.note_served(&m.id);
         }
         match m.range {
             None => Response::Chunk(body),
@@ -321,6 +337,12 @@ impl Service for Provider {
 
     fn ask(&self, addrs: &[libp2p::Multiaddr]) -> Option<Signed<Ask>> {
         Some(self.make_ask(addrs))
+    }
+    fn hot(&self) -> Vec<[u8; 32]> {
+        self.hot_chunks()
+    }
+    fn offers(&self) -> Vec<[u8; 32]> {
+        self.voluntary_chunks()
     }
 }
 

@@ -12,6 +12,7 @@ fn terms(capacity: u64) -> ProviderTerms {
         price_per_gib_retrieval: MILLI / 2,
         min_duration: 3600,
         max_duration: 365 * DAY,
+        voluntary_capacity: 0,
     }
 }
 
@@ -231,4 +232,71 @@ fn an_upload_goes_under_the_promise_it_names_or_its_renewal() {
         Response::Stored(r) => assert_eq!(r.body.promise, renewal.id()),
         other => panic!("expected a receipt under the renewal, got {other:?}"),
     }
+}
+
+#[test]
+fn hot_chunks_are_copied_kept_and_offered_voluntarily() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let holder = provider(d1.path(), 64 << 20);
+    let client = Signer::from_seed(&[2; 32]);
+    let b = body(300_000, 7);
+    let id = ChunkId::of(&b);
+    let pid =
+        promise(holder.serve(&client.node_key(), Request::Bid(bid_for(&client, &holder, &[&b], 2 * MILLI, 1)))).id();
+    assert!(matches!(put(&holder, &client, pid, &b), Response::Stored(_)));
+    let get = |p: &Provider, from: &NodeKey, promise: [u8; 32]| {
+        p.serve(from, Request::Get(GetChunk { promise, id: id.0, range: None }))
+    };
+    let stranger = Signer::from_seed(&[3; 32]).node_key();
+    assert_eq!(refusal(get(&holder, &stranger, [0; 32])), Refusal::Unauthorized, "not hot yet: no copy");
+    for _ in 0..HOT_AFTER {
+        assert!(matches!(get(&holder, &client.node_key(), pid), Response::Chunk(_)));
+    }
+    assert_eq!(holder.hot_chunks(), vec![id.0]);
+    let Response::Chunk(copy) = get(&holder, &stranger, [0; 32]) else { panic!("a hot chunk is copied freely") };
+
+    // The volunteer: room for one chunk of the largest size.
+    let mut t = terms(64 << 20);
+    t.voluntary_capacity = crate::net::proto::MAX_CHUNK as u64;
+    let open = |dir: &std::path::Path, t: ProviderTerms| {
+        let store = Arc::new(Store::open(dir, 0, 0).unwrap());
+        Provider::new(store, Signer::from_seed(&[4; 32]), t, Faults::default(), None).unwrap()
+    };
+    let vol = open(d2.path(), t.clone());
+    let other = body(300_000, 8);
+    let listed = vec![(libp2p::PeerId::random(), vec![id.0, ChunkId::of(&other).0])];
+    let wanted = vol.copies_wanted(&listed, 8);
+    assert_eq!(wanted.len(), 1, "only as many as the room holds: {wanted:?}");
+    assert_eq!(wanted[0].1, id);
+    let verified = crate::chunk::Verified::check(id, copy).unwrap();
+    assert!(vol.keep_copy(&verified).unwrap());
+    assert!(!vol.keep_copy(&verified).unwrap(), "kept once");
+    assert!(vol.copies_wanted(&listed, 8).is_empty(), "held, and no room left");
+    assert_eq!(vol.voluntary_chunks(), vec![id.0]);
+
+    // A client with no storage promise there retrieves it under a retrieval promise.
+    let now = unix_now();
+    let bid = client.sign(Terms {
+        kind: PromiseKind::Retrieval,
+        client: client.node_key(),
+        provider: vol.me,
+        chunks: vec![id.0],
+        bytes: b.len() as u64,
+        price: MILLI / 2,
+        start: now,
+        expiry: now + 600,
+        audit: AuditTerms { interval: 0, max_range: 0 },
+        nonce: 9,
+        renews: None,
+    });
+    let rp = promise(vol.serve(&client.node_key(), Request::Bid(bid))).id();
+    let Response::Chunk(got) = get(&vol, &client.node_key(), rp) else { panic!("served under the retrieval promise") };
+    assert_eq!(got, b);
+    // The promise sweep never drops a voluntary copy; a restart keeps it.
+    vol.sweep(now + 3600);
+    drop(vol);
+    let vol = open(d2.path(), t);
+    assert_eq!(vol.voluntary_chunks(), vec![id.0]);
+    assert_eq!(vol.stats().voluntary.voluntary_bytes, b.len() as u64);
+    assert!(matches!(get(&vol, &stranger, [0; 32]), Response::Chunk(_)), "offered to anyone who copies");
 }

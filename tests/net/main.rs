@@ -33,3 +33,4 @@ mod restore;
 mod retrieval;
 mod signatures;
 mod status;
+mod volunteer;
