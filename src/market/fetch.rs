@@ -134,10 +134,14 @@ impl Agent {
                 match self.fetch_from(id, len, holder, named).await {
                     Ok(body) => return Ok(body),
                     Err(Miss::Skip(why)) => {
+                        tracing::debug!(chunk = %id.fmt_short(), %why, "holder skipped for now");
                         tried.push(why);
                         again.push((holder, named));
                     }
-                    Err(Miss::Broke { why, .. }) => tried.push(why),
+                    Err(Miss::Broke { why, .. }) => {
+                        tracing::debug!(chunk = %id.fmt_short(), %why, "holder broke its promise");
+                        tried.push(why);
+                    }
                 }
             }
             if round + 1 == ROUND_WAITS.len() || again.is_empty() && round > 0 {
@@ -186,7 +190,16 @@ impl Agent {
 
     async fn fetch_from(&self, id: ChunkId, len: u64, holder: NodeKey, named: [u8; 32]) -> Result<Verified, Miss> {
         let peer = peer_id_of(&holder).ok_or_else(|| Miss::Skip("a holder key is not a peer id".into()))?;
-        let rp = self.retrieval_promise(id, holder, peer, named).await?;
+        let rp = match self.retrieval_promise(id, holder, peer, named).await {
+            Ok(rp) => rp,
+            // It refused to serve what it holds for us under promise (it
+            // dropped the chunk): that storage promise is broken.
+            Err(Miss::Broke { why, storage: true }) if named != [0; 32] => {
+                self.break_promise(self.current_promise(&named), holder, &why);
+                return Err(Miss::Broke { why, storage: true });
+            }
+            Err(miss) => return Err(miss),
+        };
         let deadline = FETCH_BASE + Duration::from_secs(len >> 20);
         let get = GetChunk { promise: rp, id: id.0, range: None };
         let outcome = tokio::time::timeout(deadline, get_retrying(&self.net, peer, get)).await;
