@@ -29,6 +29,15 @@ use std::collections::HashMap;
 /// incumbent with twenty).
 pub const TRUSTED: f64 = 0.75;
 
+/// Whether a score is in the trusted tier. Decay wears a kept promise's
+/// weight down continuously: two kept promises score 0.7499... a second
+/// later. The slack keeps a provider at the threshold in its tier for
+/// about a day instead of dropping it at once (which ranked a holder with
+/// one more kept promise first for every chunk).
+pub fn trusted(score: f64) -> bool {
+    score >= TRUSTED - 0.01
+}
+
 /// A checked ask and what else the client knows of its provider.
 #[derive(Clone, Debug)]
 pub struct Quote {
@@ -109,7 +118,7 @@ pub fn candidates(
 
 /// Orders candidates for one chunk, best first.
 pub fn rank_for(cands: &mut [Candidate], chunk: &[u8; 32], mode: Mode) {
-    let tier = |c: &Candidate| i64::from(c.score >= TRUSTED);
+    let tier = |c: &Candidate| i64::from(trusted(c.score));
     let lat = |c: &Candidate| c.quote.latency_ms.map_or(u64::MAX, |l| (l / 5.0) as u64);
     let dist = |c: &Candidate| -> [u8; 32] {
         match mode {
@@ -147,6 +156,20 @@ mod tests {
         });
         let peer = crate::net::peer_id_of(&s.node_key()).unwrap();
         Quote { peer, key: s.node_key(), ask, latency_ms: Some(latency) }
+    }
+
+    #[test]
+    fn two_kept_promises_stay_trusted_as_they_decay() {
+        let mut r = Record::default();
+        r.kept(1_000_000);
+        r.kept(1_000_000);
+        assert!(trusted(r.score(1_000_000)));
+        assert!(r.score(1_000_001) < TRUSTED, "decay is continuous");
+        assert!(trusted(r.score(1_000_001)), "but a second does not leave the tier");
+        assert!(trusted(r.score(1_000_000 + 3600)));
+        let mut one = Record::default();
+        one.kept(1_000_000);
+        assert!(!trusted(one.score(1_000_000)), "one kept promise is not trusted");
     }
 
     #[test]

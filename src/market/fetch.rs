@@ -113,7 +113,7 @@ impl Agent {
             let r = rep.get(h).copied().unwrap_or_default();
             let below = r.has_record(now) && r.score(now) < min;
             let spread = *blake3::hash(&[id.0, h.0].concat()).as_bytes();
-            (below, std::cmp::Reverse((r.score(now) * 4.0) as u32), spread)
+            (below, !super::asks::trusted(r.score(now)), spread)
         });
         let mut tried = Vec::new();
         let mut seen: Vec<NodeKey> = holders.iter().map(|(h, _)| *h).collect();
