@@ -192,13 +192,10 @@ impl Agent {
         let peer = peer_id_of(&holder).ok_or_else(|| Miss::Skip("a holder key is not a peer id".into()))?;
         let rp = match self.retrieval_promise(id, holder, peer, named).await {
             Ok(rp) => rp,
-            // It refused to serve what it holds for us under promise (it
-            // dropped the chunk): that storage promise is broken.
-            Err(Miss::Broke { why, storage: true }) if named != [0; 32] => {
-                self.break_promise(self.current_promise(&named), holder, &why);
-                return Err(Miss::Broke { why, storage: true });
+            Err(miss) => {
+                self.break_for(&miss, None, holder, named);
+                return Err(miss);
             }
-            Err(miss) => return Err(miss),
         };
         let deadline = FETCH_BASE + Duration::from_secs(len >> 20);
         let get = GetChunk { promise: rp, id: id.0, range: None };
@@ -227,15 +224,22 @@ impl Agent {
                 storage: false,
             },
         };
-        if let Miss::Broke { why, storage } = &miss {
-            self.break_promise(rp, holder, why);
-            // A voluntary copy (no storage promise named) breaks only the retrieval.
-            if *storage && named != [0; 32] {
-                let sp = self.current_promise(&named);
-                self.break_promise(sp, holder, why);
-            }
-        }
+        self.break_for(&miss, Some(rp), holder, named);
         Err(miss)
+    }
+
+    /// What a broken answer breaks: the retrieval promise it came under (if
+    /// one was made) and, when the holder no longer has or serves what it
+    /// promised to keep, the storage promise `named` (none for a voluntary
+    /// copy).
+    fn break_for(&self, miss: &Miss, retrieval: Option<[u8; 32]>, holder: NodeKey, named: [u8; 32]) {
+        let Miss::Broke { why, storage } = miss else { return };
+        if let Some(rp) = retrieval {
+            self.break_promise(rp, holder, why);
+        }
+        if *storage && named != [0; 32] {
+            self.break_promise(self.current_promise(&named), holder, why);
+        }
     }
 
     /// A live retrieval promise with `holder` covering `id`: the one held,

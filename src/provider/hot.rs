@@ -57,6 +57,10 @@ impl Hot {
         }
     }
 
+    fn voluntary_bytes(&self) -> u64 {
+        self.voluntary.values().sum()
+    }
+
     fn is_hot(&self, id: &[u8; 32]) -> bool {
         self.served.get(id).is_some_and(|n| *n >= HOT_AFTER)
     }
@@ -120,7 +124,7 @@ impl Provider {
         VoluntaryStats {
             hot_chunks,
             voluntary_chunks: hot.voluntary.len(),
-            voluntary_bytes: hot.voluntary.values().sum(),
+            voluntary_bytes: hot.voluntary_bytes(),
             voluntary_capacity: self.terms.voluntary_capacity,
         }
     }
@@ -133,7 +137,7 @@ impl Provider {
         listed: &[(libp2p::PeerId, Vec<[u8; 32]>)],
         max: usize,
     ) -> Vec<(libp2p::PeerId, ChunkId)> {
-        let used: u64 = self.hot_state().voluntary.values().sum();
+        let used = self.hot_state().voluntary_bytes();
         let mut room = self.terms.voluntary_capacity.saturating_sub(used);
         let mut out: Vec<(libp2p::PeerId, ChunkId)> = Vec::new();
         for (peer, ids) in listed {
@@ -156,7 +160,7 @@ impl Provider {
     pub fn keep_copy(&self, body: &Verified) -> Result<bool, StoreError> {
         let id = body.id();
         let len = body.bytes().len() as u64;
-        let used: u64 = self.hot_state().voluntary.values().sum();
+        let used = self.hot_state().voluntary_bytes();
         if used + len > self.terms.voluntary_capacity {
             return Ok(false);
         }
