@@ -65,6 +65,30 @@ pub async fn read<R: AsyncRead + Unpin>(
     Ok((kind, body))
 }
 
+/// Reads the next frame of a stream that carries many: `None` when the
+/// stream ends cleanly between frames, an error when it ends inside one.
+pub async fn read_next<R: AsyncRead + Unpin>(
+    io: &mut R,
+    version: u8,
+    limit_of: impl Fn(u8) -> Option<usize>,
+) -> Result<Option<(u8, Vec<u8>)>, FrameError> {
+    let mut head = [0u8; HEADER_LEN];
+    loop {
+        match io.read(&mut head[..1]).await {
+            Ok(0) => return Ok(None),
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    }
+    io.read_exact(&mut head[1..]).await.map_err(read_err)?;
+    check_header(&head, version, limit_of)?;
+    let (kind, len) = (head[1], u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize);
+    let mut body = vec![0u8; len];
+    io.read_exact(&mut body).await.map_err(read_err)?;
+    Ok(Some((kind, body)))
+}
+
 /// Validates a header without reading further.
 pub fn check_header(
     head: &[u8; HEADER_LEN],

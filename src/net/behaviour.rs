@@ -27,6 +27,8 @@ pub struct Behaviour {
     pub get: request_response::Behaviour<ChunkCodec>,
     pub has: request_response::Behaviour<ChunkCodec>,
     pub market: request_response::Behaviour<ChunkCodec>,
+    /// Long-lived streams of the bulk chunk path (`net::bulk`).
+    pub stream: libp2p_stream::Behaviour,
 }
 
 fn chunk_protocol(proto: libp2p::StreamProtocol, serve: bool) -> request_response::Behaviour<ChunkCodec> {
@@ -100,6 +102,7 @@ fn behaviour(key: &identity::Keypair, cfg: &NetConfig) -> Result<Behaviour, NetE
         get: chunk_protocol(proto::GET, serve),
         has: chunk_protocol(proto::HAS, serve),
         market: chunk_protocol(proto::MARKET, serve),
+        stream: libp2p_stream::Behaviour::new(),
     })
 }
 

@@ -451,6 +451,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Identify(_) => {}
+            BehaviourEvent::Stream(()) => {}
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => self.peers.entry(peer).rtt = Some(rtt),
             BehaviourEvent::Ping(_) => {}
             BehaviourEvent::Gossip(gossipsub::Event::Message { message, .. }) => {

@@ -9,6 +9,7 @@
 
 mod announce;
 mod behaviour;
+pub mod bulk;
 mod event_loop;
 mod peers;
 pub mod proto;
@@ -122,6 +123,7 @@ enum Command {
 #[derive(Clone)]
 pub struct NetHandle {
     tx: mpsc::UnboundedSender<Command>,
+    bulk: std::sync::Arc<bulk::Client>,
     local: PeerId,
     key: NodeKey,
 }
@@ -140,8 +142,19 @@ impl NetHandle {
         rx.await.map_err(|_| NetError::Stopped)
     }
 
-    /// Sends one request to `peer` (dialling it if needed) and waits for the answer.
+    /// Sends one request to `peer` (dialling it if needed) and waits for the
+    /// answer: puts and gets on the bulk path when the peer accepts it,
+    /// everything else through request-response.
     pub async fn request(&self, peer: PeerId, req: Request) -> Result<Response, NetError> {
+        let req = if bulk::carries(&req) {
+            match self.bulk.request(peer, req).await {
+                Ok(res) => return Ok(res),
+                Err(bulk::Failed::Error(e)) => return Err(e),
+                Err(bulk::Failed::Unsupported(req)) => req,
+            }
+        } else {
+            req
+        };
         self.ask(|reply| Command::Request { peer, req: Box::new(req), reply }).await?
     }
     pub async fn info(&self) -> Result<NodeInfo, NetError> {
@@ -219,12 +232,24 @@ pub async fn start(cfg: NetConfig, service: Option<std::sync::Arc<dyn Service>>)
     let local = keypair.public().to_peer_id();
     let key = node_key_of(&local).ok_or_else(|| NetError::Identity("not an ed25519 key".into()))?;
     let swarm = behaviour::build_swarm(&keypair, &cfg)?;
+    let control = swarm.behaviour().stream.new_control();
+    // Dropped when the event loop ends: the bulk server stops with it.
+    let (alive, stopped) = oneshot::channel::<()>();
+    if let Some(service) = &service {
+        tokio::spawn(bulk::serve(control.clone(), service.clone(), stopped));
+    }
+    let bulk = std::sync::Arc::new(bulk::Client::new(control));
     let (tx, rx) = mpsc::unbounded_channel();
     let mut lp = event_loop::EventLoop::new(swarm, cfg, service);
     lp.listen_and_bootstrap()?;
-    tokio::spawn(lp.run(rx));
-    Ok(NetHandle { tx, local, key })
+    tokio::spawn(async move {
+        lp.run(rx).await;
+        drop(alive);
+    });
+    Ok(NetHandle { tx, bulk, local, key })
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_bulk;

@@ -9,11 +9,11 @@ use crate::store::Store;
 use proto::{GetChunk, HasChunks, PutChunk};
 use std::time::Duration;
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-async fn node(seed: u8, role: Role, service: Option<Arc<dyn Service>>, bootstrap: Vec<Multiaddr>) -> NetHandle {
+pub(super) async fn node(seed: u8, role: Role, service: Option<Arc<dyn Service>>, bootstrap: Vec<Multiaddr>) -> NetHandle {
     let cfg = NetConfig {
         identity_seed: [seed; 32],
         mode: Mode::Market,
@@ -25,7 +25,7 @@ async fn node(seed: u8, role: Role, service: Option<Arc<dyn Service>>, bootstrap
     start(cfg, service).await.unwrap()
 }
 
-async fn listen_addrs(h: &NetHandle) -> Vec<Multiaddr> {
+pub(super) async fn listen_addrs(h: &NetHandle) -> Vec<Multiaddr> {
     for _ in 0..500 {
         let info = h.info().await.unwrap();
         if info.listen.len() >= 2 {

@@ -1,0 +1,147 @@
+//! The bulk path between real swarms on loopback: pipelined answers in
+//! order, its bounds, and a peer that writes garbage on a bulk stream.
+
+use super::tests::{listen_addrs, node, runtime};
+use super::*;
+use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
+use proto::GetChunk;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Answers a get with a body derived from the id, after a short pause, and
+/// counts how many requests it serves at once.
+#[derive(Default)]
+struct Echo {
+    now: AtomicUsize,
+    most: AtomicUsize,
+    served: AtomicUsize,
+}
+
+fn body_of(id: &[u8; 32]) -> Vec<u8> {
+    id.repeat(1000 + id[0] as usize)
+}
+
+impl Service for Echo {
+    fn serve(&self, _: &NodeKey, req: Request) -> Response {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(n, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        self.served.fetch_add(1, Ordering::SeqCst);
+        match req {
+            Request::Get(g) => Response::Chunk(body_of(&g.id)),
+            _ => Response::Has(vec![]),
+        }
+    }
+    fn ask(&self, _: &[Multiaddr]) -> Option<crate::promise::Signed<crate::promise::Ask>> {
+        None
+    }
+}
+
+fn get(n: u8) -> Request {
+    Request::Get(GetChunk { promise: [0; 32], id: [n; 32], range: None })
+}
+
+#[test]
+fn bulk_answers_come_back_in_order_within_the_bounds() {
+    let echo = Arc::new(Echo::default());
+    runtime().block_on(async {
+        let p = node(1, Role::Provider, Some(echo.clone()), vec![]).await;
+        for (i, addr) in listen_addrs(&p).await.into_iter().enumerate() {
+            let c = node(30 + i as u8, Role::Client, None, vec![addr]).await;
+            let gets: Vec<_> = (0..120u8)
+                .map(|n| {
+                    let (c, peer) = (c.clone(), p.local_peer_id());
+                    tokio::spawn(async move { (n, c.request(peer, get(n)).await) })
+                })
+                .collect();
+            for g in gets {
+                let (n, r) = g.await.unwrap();
+                match r.unwrap() {
+                    Response::Chunk(b) => assert!(b == body_of(&[n; 32]), "get {n} came back with another answer"),
+                    other => panic!("get {n}: {other:?}"),
+                }
+            }
+            c.shutdown();
+        }
+    });
+    let most = echo.most.load(Ordering::SeqCst);
+    assert!(most > 1, "requests were served one at a time: not pipelined");
+    assert!(most <= bulk::MAX_STREAMS * bulk::DEPTH, "{most} requests of one peer served at once");
+    assert_eq!(echo.served.load(Ordering::SeqCst), 240);
+}
+
+/// A bare libp2p peer that opens bulk streams by hand.
+async fn raw_peer(addr: Multiaddr) -> (libp2p_stream::Control, tokio::task::JoinHandle<()>) {
+    let key = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(libp2p::tcp::Config::default(), libp2p::noise::Config::new, libp2p::yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .build();
+    let control = swarm.behaviour().new_control();
+    swarm.dial(addr).unwrap();
+    let driver = tokio::spawn(async move {
+        loop {
+            swarm.select_next_some().await;
+        }
+    });
+    (control, driver)
+}
+
+/// Writes `bytes` on a fresh bulk stream and returns what comes back
+/// before the provider ends the stream.
+async fn exchange(control: &mut libp2p_stream::Control, peer: libp2p::PeerId, bytes: &[u8]) -> Vec<u8> {
+    let mut s = control.open_stream(peer, bulk::BULK).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    s.close().await.unwrap();
+    let mut back = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut back)).await;
+    assert!(read.is_ok(), "the provider neither answered nor closed the stream");
+    back
+}
+
+#[test]
+fn garbage_on_a_bulk_stream_ends_that_stream_and_serving_goes_on() {
+    use crate::codec::frame::header;
+    let echo = Arc::new(Echo::default());
+    runtime().block_on(async {
+        let p = node(1, Role::Provider, Some(echo.clone()), vec![]).await;
+        let addr = listen_addrs(&p).await.into_iter().find(|a| a.to_string().contains("/tcp/")).unwrap();
+        let (mut control, driver) = raw_peer(addr).await;
+        let peer = p.local_peer_id();
+        let frame = |v: u8, kind: u8, len: usize, body: &[u8]| [&header(v, kind, len)[..], body].concat();
+        let (ask_kind, ask) = Request::Ask.encode();
+        let garbage = [
+            frame(proto::WIRE_V1, 1, u32::MAX as usize, &[0; 64]),
+            frame(9, 1, 10, &[0; 10]),
+            frame(proto::WIRE_V1, 1, 40, &[0xff; 40]),
+            frame(proto::WIRE_V1, 2, 100, &[1; 10]),
+            frame(proto::WIRE_V1, ask_kind, ask.len(), &ask),
+            b"\x00\x01garbage".to_vec(),
+        ];
+        for g in &garbage {
+            let back = exchange(&mut control, peer, g).await;
+            assert!(back.is_empty(), "the provider answered garbage with {} bytes", back.len());
+        }
+        // Streams past the bound end the oldest; the newest serves.
+        let mut idle = Vec::new();
+        for _ in 0..bulk::MAX_STREAMS {
+            let mut s = control.open_stream(peer, bulk::BULK).await.unwrap();
+            s.flush().await.unwrap();
+            idle.push(s);
+        }
+        let (kind, body) = get(7).encode();
+        let back = exchange(&mut control, peer, &frame(proto::WIRE_V1, kind, body.len(), &body)).await;
+        let (rk, rb) = Response::Chunk(body_of(&[7; 32])).encode();
+        assert_eq!(back, frame(proto::WIRE_V1, rk, rb.len(), &rb), "a well-formed get after garbage");
+        let mut oldest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(20), idle[0].read_to_end(&mut oldest)).await;
+        assert!(closed.is_ok(), "the oldest stream past the bound stayed open");
+        driver.abort();
+    });
+    assert_eq!(echo.served.load(Ordering::SeqCst), 1, "only the well-formed get reached the service");
+}
