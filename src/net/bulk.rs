@@ -52,9 +52,18 @@ pub fn carries(req: &Request) -> bool {
 
 // --- provider side --------------------------------------------------------------------
 
+/// Called with each chunk stored through the bulk path (the event loop
+/// announces it in the DHT).
+pub type OnStored = Arc<dyn Fn([u8; 32]) + Send + Sync>;
+
 /// Accepts bulk streams and serves each in its own task, until the
 /// network stops (`stopped` resolves).
-pub async fn serve(mut control: Control, service: Arc<dyn Service>, mut stopped: oneshot::Receiver<()>) {
+pub async fn serve(
+    mut control: Control,
+    service: Arc<dyn Service>,
+    stored: OnStored,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let mut incoming = match control.accept(BULK) {
         Ok(i) => i,
         Err(e) => {
@@ -81,7 +90,7 @@ pub async fn serve(mut control: Control, service: Arc<dyn Service>, mut stopped:
         };
         next_id += 1;
         let id = next_id;
-        let (service, streams) = (service.clone(), open.clone());
+        let (service, stored, streams) = (service.clone(), stored.clone(), open.clone());
         let mut open = lock(&open);
         let mine = open.entry(peer).or_default();
         while mine.len() >= MAX_STREAMS {
@@ -91,7 +100,7 @@ pub async fn serve(mut control: Control, service: Arc<dyn Service>, mut stopped:
             }
         }
         let task = tokio::spawn(async move {
-            serve_stream(service, from, peer, stream).await;
+            serve_stream(service, stored, from, peer, stream).await;
             let mut open = lock(&streams);
             if let Some(mine) = open.get_mut(&peer) {
                 mine.retain(|(i, _)| *i != id);
@@ -106,7 +115,13 @@ pub async fn serve(mut control: Control, service: Arc<dyn Service>, mut stopped:
 
 /// Reads requests, serves up to [`DEPTH`] at once on the blocking pool and
 /// writes the answers back in order.
-async fn serve_stream(service: Arc<dyn Service>, from: crate::promise::NodeKey, peer: PeerId, stream: libp2p::Stream) {
+async fn serve_stream(
+    service: Arc<dyn Service>,
+    stored: OnStored,
+    from: crate::promise::NodeKey,
+    peer: PeerId,
+    stream: libp2p::Stream,
+) {
     let (mut rd, mut wr) = stream.split();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<tokio::task::JoinHandle<Response>>(DEPTH);
     let serving = Arc::new(tokio::sync::Semaphore::new(DEPTH));
@@ -146,6 +161,9 @@ async fn serve_stream(service: Arc<dyn Service>, from: crate::promise::NodeKey, 
     let writer = async move {
         while let Some(handle) = rx.recv().await {
             let res = handle.await.unwrap_or_else(|_| Response::refused(Refusal::Internal, "the request handler failed"));
+            if let Response::Stored(r) = &res {
+                stored(r.body.chunk);
+            }
             let (kind, parts) = res.into_wire();
             if let Err(e) = frame::write_parts(&mut wr, WIRE_V1, kind, &parts).await {
                 tracing::debug!(%peer, cause = %e, "bulk stream closed while answering");

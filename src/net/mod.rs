@@ -21,6 +21,7 @@ pub use proto::{Refusal, Request, Response};
 use crate::promise::{Ask, NodeKey, Signed};
 use libp2p::{Multiaddr, PeerId, identity};
 use serde::Serialize;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// How peers find each other.
@@ -123,7 +124,7 @@ enum Command {
 #[derive(Clone)]
 pub struct NetHandle {
     tx: mpsc::UnboundedSender<Command>,
-    bulk: std::sync::Arc<bulk::Client>,
+    bulk: Arc<bulk::Client>,
     local: PeerId,
     key: NodeKey,
 }
@@ -226,20 +227,25 @@ pub fn peer_of_addr(addr: &Multiaddr) -> Option<PeerId> {
 
 /// Starts the network on the current tokio runtime: builds the swarm,
 /// listens, dials the bootstrap peers and spawns the event loop.
-pub async fn start(cfg: NetConfig, service: Option<std::sync::Arc<dyn Service>>) -> Result<NetHandle, NetError> {
+pub async fn start(cfg: NetConfig, service: Option<Arc<dyn Service>>) -> Result<NetHandle, NetError> {
     let keypair =
         identity::Keypair::ed25519_from_bytes(cfg.identity_seed).map_err(|e| NetError::Identity(e.to_string()))?;
     let local = keypair.public().to_peer_id();
     let key = node_key_of(&local).ok_or_else(|| NetError::Identity("not an ed25519 key".into()))?;
     let swarm = behaviour::build_swarm(&keypair, &cfg)?;
     let control = swarm.behaviour().stream.new_control();
+    let (tx, rx) = mpsc::unbounded_channel();
     // Dropped when the event loop ends: the bulk server stops with it.
     let (alive, stopped) = oneshot::channel::<()>();
     if let Some(service) = &service {
-        tokio::spawn(bulk::serve(control.clone(), service.clone(), stopped));
+        // Chunks stored through the bulk path are announced like the others.
+        let provide = tx.clone();
+        let stored = move |chunk: [u8; 32]| {
+            let _ = provide.send(Command::Provide { keys: vec![chunk] });
+        };
+        tokio::spawn(bulk::serve(control.clone(), service.clone(), Arc::new(stored), stopped));
     }
-    let bulk = std::sync::Arc::new(bulk::Client::new(control));
-    let (tx, rx) = mpsc::unbounded_channel();
+    let bulk = Arc::new(bulk::Client::new(control));
     let mut lp = event_loop::EventLoop::new(swarm, cfg, service);
     lp.listen_and_bootstrap()?;
     tokio::spawn(async move {
