@@ -52,6 +52,9 @@ pub fn carries(req: &Request) -> bool {
 
 // --- provider side --------------------------------------------------------------------
 
+/// A peer's open bulk streams, oldest first: (number, its task).
+type Streams = VecDeque<(u64, tokio::task::AbortHandle)>;
+
 /// Called with each chunk stored through the bulk path (the event loop
 /// announces it in the DHT).
 pub type OnStored = Arc<dyn Fn([u8; 32]) + Send + Sync>;
@@ -74,7 +77,7 @@ pub async fn serve(
     // Each peer's streams, oldest first: a new stream past the bound ends
     // the oldest (a stream of a connection that died without closing, say,
     // which lingers until the connection times out).
-    let open: Arc<Mutex<HashMap<PeerId, VecDeque<(u64, tokio::task::AbortHandle)>>>> = Arc::default();
+    let open: Arc<Mutex<HashMap<PeerId, Streams>>> = Arc::default();
     let mut next_id = 0u64;
     loop {
         let (peer, stream) = tokio::select! {
