@@ -163,7 +163,8 @@ async fn serve_stream(
     };
     let writer = async move {
         while let Some(handle) = rx.recv().await {
-            let res = handle.await.unwrap_or_else(|_| Response::refused(Refusal::Internal, "the request handler failed"));
+            let res =
+                handle.await.unwrap_or_else(|_| Response::refused(Refusal::Internal, "the request handler failed"));
             if let Response::Stored(r) = &res {
                 stored(r.body.chunk);
             }
@@ -326,7 +327,11 @@ impl Client {
 }
 
 /// Writes one request frame and queues for its answer.
-async fn send(conn: &Arc<Conn>, kind: u8, parts: &[Vec<u8>]) -> Result<oneshot::Receiver<Result<Response, String>>, String> {
+async fn send(
+    conn: &Arc<Conn>,
+    kind: u8,
+    parts: &[Vec<u8>],
+) -> Result<oneshot::Receiver<Result<Response, String>>, String> {
     let mut wr = conn.writer.lock().await;
     if conn.dead.load(Ordering::Relaxed) {
         return Err("the bulk stream broke".into());

@@ -13,7 +13,12 @@ pub(super) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
-pub(super) async fn node(seed: u8, role: Role, service: Option<Arc<dyn Service>>, bootstrap: Vec<Multiaddr>) -> NetHandle {
+pub(super) async fn node(
+    seed: u8,
+    role: Role,
+    service: Option<Arc<dyn Service>>,
+    bootstrap: Vec<Multiaddr>,
+) -> NetHandle {
     let cfg = NetConfig {
         identity_seed: [seed; 32],
         mode: Mode::Market,
