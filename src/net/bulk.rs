@@ -340,12 +340,35 @@ async fn send(
     // Queued before the frame is written: the answer cannot come first.
     lock(&conn.waiting).push_back(tx);
     conn.load.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = frame::write_parts(&mut *wr, WIRE_V1, kind, parts).await {
+    let midway = Midway(conn);
+    let written = frame::write_parts(&mut *wr, WIRE_V1, kind, parts).await;
+    // Written (or failed) to the end: nothing to abandon. Holds only a
+    // reference, so forgetting it leaks nothing.
+    std::mem::forget(midway);
+    if let Err(e) = written {
         let why = format!("writing to the bulk stream: {e}");
         conn.fail(&why);
         return Err(why);
     }
     Ok(rx)
+}
+
+/// Armed while a frame is being written. A caller that gives up then (its
+/// deadline passed) leaves half a frame on the stream, after which the
+/// stream cannot be parsed: it is abandoned and closed, and the requests
+/// it owed answers are tried again elsewhere.
+struct Midway<'a>(&'a Arc<Conn>);
+
+impl Drop for Midway<'_> {
+    fn drop(&mut self) {
+        self.0.fail("a request was abandoned while its frame was being written");
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let conn = self.0.clone();
+            rt.spawn(async move {
+                let _ = conn.writer.lock().await.close().await;
+            });
+        }
+    }
 }
 
 /// Hands each answer on a stream to the oldest request waiting for one.

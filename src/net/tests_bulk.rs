@@ -145,3 +145,34 @@ fn garbage_on_a_bulk_stream_ends_that_stream_and_serving_goes_on() {
     });
     assert_eq!(echo.served.load(Ordering::SeqCst), 1, "only the well-formed get reached the service");
 }
+
+#[test]
+fn a_request_abandoned_while_it_is_written_leaves_later_answers_right() {
+    let echo = Arc::new(Echo::default());
+    runtime().block_on(async {
+        let p = node(1, Role::Provider, Some(echo.clone()), vec![]).await;
+        let addr = listen_addrs(&p).await.remove(0);
+        let c = node(40, Role::Client, None, vec![addr]).await;
+        let peer = p.local_peer_id();
+        for round in 0..6u64 {
+            // A 16 MiB put given up after a few milliseconds: usually while
+            // its frame is still being written.
+            let body = vec![7u8; 16 << 20];
+            let put = Request::Put(proto::PutChunk { promise: [0; 32], id: [1; 32], body });
+            let _ = tokio::time::timeout(Duration::from_millis(round), c.request(peer, put)).await;
+            let gets: Vec<_> = (0..12u8)
+                .map(|n| {
+                    let c = c.clone();
+                    tokio::spawn(async move { (n, c.request(peer, get(n)).await) })
+                })
+                .collect();
+            for g in gets {
+                let (n, r) = g.await.unwrap();
+                match r.unwrap() {
+                    Response::Chunk(b) => assert!(b == body_of(&[n; 32]), "round {round}: get {n} got another answer"),
+                    other => panic!("round {round}: get {n}: {other:?}"),
+                }
+            }
+        }
+    });
+}
