@@ -72,9 +72,8 @@ fn partition(mode: Mode) {
     // it asks for is snapshotted after, and its part placed like any chunk.
     let st = poll("the root taken after the durable sync to be placed, nothing left pending", || {
         let st = status(&c);
-        let done = st["root"]["synced"] == true
-            && num(&st, "pending_chunks") == 0
-            && num(&st, "under_replicated_chunks") == 0;
+        let done =
+            st["root"]["synced"] == true && num(&st, "pending_chunks") == 0 && num(&st, "under_replicated_chunks") == 0;
         if done { Ok(st) } else { Err(st.to_string()) }
     });
     assert!(promise_states(&c).iter().all(|s| s != "broken"), "no promise broke");
