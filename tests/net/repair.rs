@@ -32,6 +32,13 @@ fn kill_one_holder(mode: Mode) {
     let files = write_files(&c.client, FILES);
     let out = ask(c.client_home(), &["sync", "--durable"]);
     assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
+    // The root the durable sync asked for is snapshotted after it started:
+    // counted once its part is placed too.
+    poll("the root taken after the durable sync to be placed, nothing left pending", || {
+        let st = ask_json(c.client_home(), &["status", "--json"])?;
+        let done = st["root"]["synced"] == true && num(&st, "pending_chunks") == 0;
+        if done { Ok(()) } else { Err(st.to_string()) }
+    });
     let chunks = num(&c.stats(), "chunks");
     c.assert_scrub_clean(chunks);
 
