@@ -56,13 +56,9 @@ pub async fn read<R: AsyncRead + Unpin>(
     version: u8,
     limit_of: impl Fn(u8) -> Option<usize>,
 ) -> Result<(u8, Vec<u8>), FrameError> {
-    let mut head = [0u8; HEADER_LEN];
-    io.read_exact(&mut head).await.map_err(read_err)?;
-    check_header(&head, version, limit_of)?;
-    let (kind, len) = (head[1], u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize);
-    let mut body = vec![0u8; len];
-    io.read_exact(&mut body).await.map_err(read_err)?;
-    Ok((kind, body))
+    read_next(io, version, limit_of).await?.ok_or_else(|| {
+        FrameError::Truncated(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no frame before the end"))
+    })
 }
 
 /// Reads the next frame of a stream that carries many: `None` when the

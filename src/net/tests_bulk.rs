@@ -43,6 +43,23 @@ fn get(n: u8) -> Request {
     Request::Get(GetChunk { promise: [0; 32], id: [n; 32], range: None })
 }
 
+/// Sends gets 0..count at once; each must come back with its own body.
+async fn expect_own_answers(c: &NetHandle, peer: libp2p::PeerId, count: u8, what: &str) {
+    let gets: Vec<_> = (0..count)
+        .map(|n| {
+            let c = c.clone();
+            tokio::spawn(async move { (n, c.request(peer, get(n)).await) })
+        })
+        .collect();
+    for g in gets {
+        let (n, r) = g.await.unwrap();
+        match r.unwrap() {
+            Response::Chunk(b) => assert!(b == body_of(&[n; 32]), "{what}get {n} came back with another answer"),
+            other => panic!("{what}get {n}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn bulk_answers_come_back_in_order_within_the_bounds() {
     let echo = Arc::new(Echo::default());
@@ -50,19 +67,7 @@ fn bulk_answers_come_back_in_order_within_the_bounds() {
         let p = node(1, Role::Provider, Some(echo.clone()), vec![]).await;
         for (i, addr) in listen_addrs(&p).await.into_iter().enumerate() {
             let c = node(30 + i as u8, Role::Client, None, vec![addr]).await;
-            let gets: Vec<_> = (0..120u8)
-                .map(|n| {
-                    let (c, peer) = (c.clone(), p.local_peer_id());
-                    tokio::spawn(async move { (n, c.request(peer, get(n)).await) })
-                })
-                .collect();
-            for g in gets {
-                let (n, r) = g.await.unwrap();
-                match r.unwrap() {
-                    Response::Chunk(b) => assert!(b == body_of(&[n; 32]), "get {n} came back with another answer"),
-                    other => panic!("get {n}: {other:?}"),
-                }
-            }
+            expect_own_answers(&c, p.local_peer_id(), 120, "").await;
             c.shutdown();
         }
     });
@@ -160,19 +165,7 @@ fn a_request_abandoned_while_it_is_written_leaves_later_answers_right() {
             let body = vec![7u8; 16 << 20];
             let put = Request::Put(proto::PutChunk { promise: [0; 32], id: [1; 32], body });
             let _ = tokio::time::timeout(Duration::from_millis(round), c.request(peer, put)).await;
-            let gets: Vec<_> = (0..12u8)
-                .map(|n| {
-                    let c = c.clone();
-                    tokio::spawn(async move { (n, c.request(peer, get(n)).await) })
-                })
-                .collect();
-            for g in gets {
-                let (n, r) = g.await.unwrap();
-                match r.unwrap() {
-                    Response::Chunk(b) => assert!(b == body_of(&[n; 32]), "round {round}: get {n} got another answer"),
-                    other => panic!("round {round}: get {n}: {other:?}"),
-                }
-            }
+            expect_own_answers(&c, peer, 12, &format!("round {round}: ")).await;
         }
     });
 }
