@@ -86,6 +86,9 @@ async fn raw_peer(addr: Multiaddr) -> (libp2p_stream::Control, tokio::task::Join
         .unwrap()
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .unwrap()
+        // Between two exchanges no stream is open; the default (no idle
+        // time) would close the connection under the next one.
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     let control = swarm.behaviour().new_control();
     swarm.dial(addr).unwrap();
@@ -132,23 +135,42 @@ fn garbage_on_a_bulk_stream_ends_that_stream_and_serving_goes_on() {
             let back = exchange(&mut control, peer, g).await;
             assert!(back.is_empty(), "the provider answered garbage with {} bytes", back.len());
         }
-        // Streams past the bound end the oldest; the newest serves.
-        let mut idle = Vec::new();
-        for _ in 0..bulk::MAX_STREAMS {
+        // Streams past the bound end the oldest; the newest serves. Each
+        // stream is opened only after the one before it has answered: the
+        // provider's acceptor holds one unaccepted stream per connection
+        // and drops a second one that arrives before it is taken.
+        let get_frame = |n: u8| {
+            let (kind, body) = get(n).encode();
+            frame(proto::WIRE_V1, kind, body.len(), &body)
+        };
+        let answer_frame = |n: u8| {
+            let (kind, body) = Response::Chunk(body_of(&[n; 32])).encode();
+            frame(proto::WIRE_V1, kind, body.len(), &body)
+        };
+        let mut open = Vec::new();
+        for n in 0..bulk::MAX_STREAMS as u8 {
             let mut s = control.open_stream(peer, bulk::BULK).await.unwrap();
-            s.flush().await.unwrap();
-            idle.push(s);
+            s.write_all(&get_frame(n)).await.unwrap();
+            let mut back = vec![0; answer_frame(n).len()];
+            s.read_exact(&mut back).await.unwrap();
+            assert!(back == answer_frame(n), "get {n} on a fresh stream after garbage");
+            open.push(s);
         }
-        let (kind, body) = get(7).encode();
-        let back = exchange(&mut control, peer, &frame(proto::WIRE_V1, kind, body.len(), &body)).await;
-        let (rk, rb) = Response::Chunk(body_of(&[7; 32])).encode();
-        assert_eq!(back, frame(proto::WIRE_V1, rk, rb.len(), &rb), "a well-formed get after garbage");
+        let back = exchange(&mut control, peer, &get_frame(7)).await;
+        assert!(back == answer_frame(7), "a get on a stream past the bound");
         let mut oldest = Vec::new();
-        let closed = tokio::time::timeout(Duration::from_secs(20), idle[0].read_to_end(&mut oldest)).await;
+        let closed = tokio::time::timeout(Duration::from_secs(20), open[0].read_to_end(&mut oldest)).await;
         assert!(closed.is_ok(), "the oldest stream past the bound stayed open");
+        for (n, s) in open.iter_mut().enumerate().skip(1) {
+            s.write_all(&get_frame(n as u8)).await.unwrap();
+            let mut back = vec![0; answer_frame(n as u8).len()];
+            s.read_exact(&mut back).await.unwrap();
+            assert!(back == answer_frame(n as u8), "stream {n} still serves after the oldest ended");
+        }
         driver.abort();
     });
-    assert_eq!(echo.served.load(Ordering::SeqCst), 1, "only the well-formed get reached the service");
+    let well_formed = 1 + bulk::MAX_STREAMS + (bulk::MAX_STREAMS - 1);
+    assert_eq!(echo.served.load(Ordering::SeqCst), well_formed, "only the well-formed gets reached the service");
 }
 
 #[test]
