@@ -239,7 +239,7 @@ async fn raw_send(addrs: Vec<Multiaddr>, total: u64, chunk: u64, streams: u64) -
         }
     }
     let transport = if addrs.iter().any(|a| a.iter().any(|p| matches!(p, Protocol::QuicV1))) { "quic" } else { "tcp" };
-    let payload = payload(total, chunk)?;
+    let bodies = std::sync::Arc::new(bodies(BASELINE_SEED, total, chunk)?);
 
     let mut swarm = new_swarm()?;
     for addr in &addrs {
@@ -283,15 +283,15 @@ async fn raw_send(addrs: Vec<Multiaddr>, total: u64, chunk: u64, streams: u64) -
     let mut opened = Vec::new();
     let mut dropped = 0;
     for &peer in &peers {
-        for share in split(total, streams) {
+        for share in split(bodies.len(), streams as usize) {
             opened.push((open_accepted(&mut control, peer, &mut dropped).await?, share));
         }
     }
     let tasks: Vec<_> = opened
         .into_iter()
         .map(|(stream, share)| {
-            let payload = payload.clone();
-            tokio::spawn(async move { send(stream, &payload, share, chunk).await })
+            let bodies = bodies.clone();
+            tokio::spawn(async move { send(stream, &bodies[share]).await })
         })
         .collect();
     let mut bytes = 0;
@@ -319,7 +319,7 @@ async fn raw_send(addrs: Vec<Multiaddr>, total: u64, chunk: u64, streams: u64) -
 async fn open_accepted(control: &mut libp2p_stream::Control, peer: PeerId, dropped: &mut u32) -> Result<Stream> {
     for _ in 0..1000 {
         let probe = control.open_stream(peer, RAW_PROTOCOL).await.context("opening a probe stream")?;
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), send(probe, &[], 0, 1)).await {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), send(probe, &[])).await {
             return control.open_stream(peer, RAW_PROTOCOL).await.context("opening a stream");
         }
         *dropped += 1;
@@ -354,12 +354,12 @@ async fn tcp_serve(port: u16) -> Result<()> {
 }
 
 async fn tcp_send(addr: &str, total: u64, chunk: u64) -> Result<()> {
-    let payload = payload(total, chunk)?;
+    let bodies = bodies(BASELINE_SEED, total, chunk)?;
     let sock = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
     sock.set_nodelay(true).context("setting TCP_NODELAY")?;
     let cpu0 = cpu_seconds()?;
     let t0 = Instant::now();
-    let bytes = send(tcp::tokio::TcpStream(sock), &payload, total, chunk).await?;
+    let bytes = send(tcp::tokio::TcpStream(sock), &bodies).await?;
     let seconds = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds()? - cpu0;
     report("tcp", "plain", bytes, seconds, cpu)
@@ -404,19 +404,16 @@ async fn read_header<R: AsyncRead + Unpin>(r: &mut R, hdr: &mut [u8; 4]) -> Resu
     Ok(true)
 }
 
-/// Sends `total` bytes in frames of at most `chunk`, half-closes, and checks
-/// the receiver's count. Returns the bytes sent.
-async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, payload: &[u8], total: u64, chunk: u64) -> Result<u64> {
-    let mut left = total;
-    while left > 0 {
-        let n = left.min(chunk);
+/// Sends each body as one frame, half-closes, and checks the receiver's
+/// count. Returns the bytes sent.
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, bodies: &[Vec<u8>]) -> Result<u64> {
+    let mut sent = 0;
+    for body in bodies {
         // Header and payload go in separate writes: both transports buffer or
         // coalesce small writes, and copying 1 MiB to prepend 4 bytes would not be fair.
-        s.write_all(&(n as u32).to_be_bytes()).await.context("writing a frame header")?;
-        s.write_all(&payload[..n as usize])
-            .await
-            .with_context(|| format!("writing a frame, {} bytes in", total - left))?;
-        left -= n;
+        s.write_all(&(body.len() as u32).to_be_bytes()).await.context("writing a frame header")?;
+        s.write_all(body).await.with_context(|| format!("writing a frame, {sent} bytes in"))?;
+        sent += body.len() as u64;
     }
     s.flush().await.context("flushing")?;
     // Half-close: the receiver reads to the end, then answers on the other half.
@@ -424,29 +421,53 @@ async fn send<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, payload: &[u8], total
     let mut ack = [0u8; 8];
     s.read_exact(&mut ack).await.context("reading the ack")?;
     let acked = u64::from_be_bytes(ack);
-    ensure!(acked == total, "receiver counted {acked} bytes, sent {total}");
-    Ok(total)
+    ensure!(acked == sent, "receiver counted {acked} bytes, sent {sent}");
+    Ok(sent)
 }
 
-/// One chunk of random-ish bytes (xorshift), made once and sent again and again.
-fn payload(total: u64, chunk: u64) -> Result<std::sync::Arc<[u8]>> {
+/// The chunk bodies every sender carries: `total / chunk` (at least one)
+/// distinct buffers of `chunk` bytes (xorshift bytes, the first 16 the
+/// chunk's number and the seed), the same for the same seed. The baselines
+/// send exactly the bytes `pactfs-put` does with its default seed, and from
+/// memory as it does, not one buffer kept hot in the CPU cache.
+pub(crate) fn bodies(seed: u64, total: u64, chunk: u64) -> Result<Vec<Vec<u8>>> {
     ensure!(total > 0, "--total must be positive");
     ensure!((1..=MAX_FRAME).contains(&chunk), "--chunk must be between 1 and {MAX_FRAME} bytes");
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    Ok((0..chunk)
+    let size = chunk.min(total) as usize;
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let base: Vec<u8> = (0..size)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
         })
+        .collect();
+    Ok((0..(total / chunk).max(1))
+        .map(|i| {
+            let mut b = base.clone();
+            let n = b.len().min(16);
+            b[..n].copy_from_slice(&[i.to_le_bytes(), seed.to_le_bytes()].concat()[..n]);
+            b
+        })
         .collect())
 }
 
-/// `total` split over `n` streams, the remainder spread over the first ones;
-/// streams with nothing to send are left out.
-fn split(total: u64, n: u64) -> Vec<u64> {
-    (0..n).map(|i| total / n + u64::from(i < total % n)).filter(|&b| b > 0).collect()
+/// The seed of the baselines' bodies: `pactfs-put`'s default.
+const BASELINE_SEED: u64 = 1;
+
+/// `count` items split over `n` streams as index ranges, the remainder
+/// spread over the first ones; streams with nothing to send are left out.
+fn split(count: usize, n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut start = 0;
+    (0..n)
+        .map(|i| {
+            let len = count / n + usize::from(i < count % n);
+            start += len;
+            start - len..start
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
 }
 
 // --- process plumbing --------------------------------------------------------

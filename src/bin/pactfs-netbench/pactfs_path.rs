@@ -2,7 +2,7 @@
 //! puts chunks to (and gets them back from) a real `pactfs provider`
 //! process, through the real chunk protocols, its store and its fsyncs.
 
-use super::{cpu_seconds, report};
+use super::{bodies, cpu_seconds, report};
 use anyhow::{Context as _, Result, bail};
 use futures::StreamExt as _;
 use libp2p::Multiaddr;
@@ -12,26 +12,11 @@ use pactfs::net::{self, Mode, NetConfig, Request, Response, Role};
 use pactfs::promise::{AuditTerms, MAX_PROMISE_CHUNKS, PromiseKind, Signer, Terms, unix_now};
 use std::time::{Duration, Instant};
 
-/// `count` distinct chunks of `size` bytes, the same for the same seed (so
-/// a later `pactfs-get` asks for exactly what `pactfs-put` stored).
-fn chunks(seed: u64, count: u64, size: usize) -> Vec<(ChunkId, Vec<u8>)> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let base: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    (0..count)
-        .map(|i| {
-            let mut b = base.clone();
-            let n = b.len().min(16);
-            b[..n].copy_from_slice(&[i.to_le_bytes(), seed.to_le_bytes()].concat()[..n]);
-            (ChunkId::of(&b), b)
-        })
-        .collect()
+/// The chunks of `bodies` (the baselines' bytes for the same seed) with
+/// their ids, so that a later `pactfs-get` asks for exactly what
+/// `pactfs-put` stored.
+fn chunks(seed: u64, total: u64, chunk: u64) -> Result<Vec<(ChunkId, Vec<u8>)>> {
+    Ok(bodies(seed, total, chunk)?.into_iter().map(|b| (ChunkId::of(&b), b)).collect())
 }
 
 async fn connect(addr: &Multiaddr, seed: u64) -> Result<(net::NetHandle, libp2p::PeerId, Signer)> {
@@ -110,10 +95,9 @@ async fn buy(
 /// Puts `total` bytes as distinct chunks, `streams` requests in flight.
 pub async fn put(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: u64) -> Result<()> {
     let (handle, provider, signer) = connect(&addr, seed).await?;
-    let count = (total / chunk).max(1);
-    let bodies = chunks(seed, count, chunk as usize);
+    let bodies = chunks(seed, total, chunk)?;
     let promises = buy(&handle, provider, &signer, &bodies).await?;
-    let bytes = count * chunk;
+    let bytes: u64 = bodies.iter().map(|(_, b)| b.len() as u64).sum();
     let (cpu0, t0) = (cpu_seconds()?, Instant::now());
     let mut puts = futures::stream::iter(bodies.into_iter().zip(promises).map(|((id, body), promise)| {
         let handle = handle.clone();
@@ -136,9 +120,9 @@ pub async fn put(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: 
 /// Gets back what `put` stored with the same seed, verifying every chunk.
 pub async fn get(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: u64) -> Result<()> {
     let (handle, provider, _) = connect(&addr, seed).await?;
-    let count = (total / chunk).max(1);
-    let ids: Vec<ChunkId> = chunks(seed, count, chunk as usize).into_iter().map(|(id, _)| id).collect();
-    let bytes = count * chunk;
+    let chunks = chunks(seed, total, chunk)?;
+    let bytes: u64 = chunks.iter().map(|(_, b)| b.len() as u64).sum();
+    let ids: Vec<ChunkId> = chunks.into_iter().map(|(id, _)| id).collect();
     let (cpu0, t0) = (cpu_seconds()?, Instant::now());
     let mut gets = futures::stream::iter(ids.into_iter().map(|id| {
         let handle = handle.clone();
