@@ -154,6 +154,10 @@ pub struct Store {
     /// When each chunk's body was last read (a tick), for eviction.
     recency: Mutex<std::collections::HashMap<ChunkId, u64>>,
     tick: AtomicU64,
+    /// The RocksDB sequence number up to which the WAL is known synced, and
+    /// the lock one syncer holds while the others wait to share its sync.
+    wal_synced: AtomicU64,
+    wal_syncing: Mutex<()>,
 }
 
 impl Store {
@@ -186,6 +190,8 @@ impl Store {
             tick: AtomicU64::new(1),
             chunks_written: AtomicU64::new(0),
             data_dir: data_dir.to_path_buf(),
+            wal_synced: AtomicU64::new(0),
+            wal_syncing: Mutex::new(()),
         };
         store.check_format()?;
         store.load_counters()?;
@@ -387,10 +393,25 @@ impl Store {
     }
 
     /// Makes every committed change durable: pack bodies first, then the
-    /// RocksDB WAL that names them.
+    /// RocksDB WAL that names them. Concurrent callers share one WAL sync
+    /// (a provider storing many uploads at once had paid one fsync per
+    /// upload): one syncs everything committed so far while the others
+    /// wait, and whoever is then covered returns without another.
     pub fn sync(&self) -> Result<(), StoreError> {
+        // A commit's bodies were appended before it: every body of a commit
+        // up to `wanted` is covered by the pack sync below.
+        let wanted = self.db.latest_sequence_number();
+        if self.wal_synced.load(Ordering::Acquire) >= wanted {
+            return self.packs.sync();
+        }
+        let _one_at_a_time = self.wal_syncing.lock().unwrap_or_else(|p| p.into_inner());
+        if self.wal_synced.load(Ordering::Acquire) >= wanted {
+            return self.packs.sync();
+        }
+        let covers = self.db.latest_sequence_number();
         self.packs.sync()?;
         self.db.flush_wal(true)?;
+        self.wal_synced.fetch_max(covers, Ordering::Release);
         Ok(())
     }
 

@@ -99,18 +99,21 @@ pub async fn put(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: 
     let promises = buy(&handle, provider, &signer, &bodies).await?;
     let bytes: u64 = bodies.iter().map(|(_, b)| b.len() as u64).sum();
     let (cpu0, t0) = (cpu_seconds()?, Instant::now());
+    // Each request its own task on the runtime's workers, as the drive's
+    // requests are (and as raw-send's streams are), not polled by the
+    // thread that blocks on main.
     let mut puts = futures::stream::iter(bodies.into_iter().zip(promises).map(|((id, body), promise)| {
         let handle = handle.clone();
-        async move {
+        tokio::spawn(async move {
             match handle.request(provider, Request::Put(PutChunk { promise, id: id.0, body })).await? {
                 Response::Stored(_) => Ok(()),
                 other => bail!("put refused: {other:?}"),
             }
-        }
+        })
     }))
     .buffer_unordered(streams);
     while let Some(r) = puts.next().await {
-        r?;
+        r.context("a put task failed")??;
     }
     report("pactfs-put", transport_of(&addr), bytes, t0.elapsed().as_secs_f64(), cpu_seconds()? - cpu0)?;
     handle.shutdown();
@@ -126,18 +129,18 @@ pub async fn get(addr: Multiaddr, total: u64, chunk: u64, streams: usize, seed: 
     let (cpu0, t0) = (cpu_seconds()?, Instant::now());
     let mut gets = futures::stream::iter(ids.into_iter().map(|id| {
         let handle = handle.clone();
-        async move {
+        tokio::spawn(async move {
             // Any live promise of this client covering the chunk serves.
             match handle.request(provider, Request::Get(GetChunk { promise: [0; 32], id: id.0, range: None })).await? {
                 Response::Chunk(b) if id.verifies(&b) => Ok(()),
                 Response::Chunk(_) => bail!("chunk {} came back wrong", id.fmt_short()),
                 other => bail!("get refused: {other:?}"),
             }
-        }
+        })
     }))
     .buffer_unordered(streams);
     while let Some(r) = gets.next().await {
-        r?;
+        r.context("a get task failed")??;
     }
     report("pactfs-get", transport_of(&addr), bytes, t0.elapsed().as_secs_f64(), cpu_seconds()? - cpu0)?;
     handle.shutdown();
