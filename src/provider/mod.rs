@@ -297,13 +297,20 @@ impl Provider {
         let Some(mut siblings) = crate::chunk::proof::prove(&body, offset, len) else {
             return Response::refused(Refusal::BadRequest, "the range is not a node of the chunk's tree");
         };
+        let mut bytes = body[offset as usize..(offset + len) as usize].to_vec();
         if self.faults.forge_proof {
-            // Test builds: siblings that belong to no such tree.
+            // Test builds: siblings that belong to no such tree; a range
+            // that is the whole tree (a small chunk) has no siblings, so
+            // the forger makes up its bytes instead.
             for s in &mut siblings {
                 *s = *blake3::hash(s).as_bytes();
             }
+            if siblings.is_empty()
+                && let Some(b) = bytes.first_mut()
+            {
+                *b ^= 0x01;
+            }
         }
-        let bytes = body[offset as usize..(offset + len) as usize].to_vec();
         Response::Audited(crate::net::proto::Audited { bytes, siblings })
     }
 
