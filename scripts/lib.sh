@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/run, scripts/pjdfstest-compare and scripts/bench-fs.
+# Shared helpers for scripts/run, scripts/pjdfstest-compare and the benchmarks.
 # Source it after scripts/setup; it defines functions only.
 #
 # Environment:
@@ -10,6 +10,18 @@
 PACTFS_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf '%s\n' "$*" >&2; }
+
+# proc_cpu PID...: user+sys CPU seconds the processes have used so far (0
+# for one that is gone).
+proc_cpu() {
+    local pid ticks=0 t
+    for pid in "$@"; do
+        # Fields after "pid (comm) ": utime and stime are the 12th and 13th.
+        t="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }')" || t=0
+        ticks=$((ticks + ${t:-0}))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f\n", t / hz }'
+}
 die() { printf '%s: error: %s\n' "${0##*/}" "$*" >&2; exit 1; }
 
 # Build the debug binary (the profile `cargo test` uses too, so RocksDB is
