@@ -35,6 +35,13 @@ pub mod reputation;
 pub mod snapshot;
 pub mod store;
 
+/// Locks `m`, ignoring poison. The state behind pactfs's mutexes stays
+/// consistent between statements, so one panicked holder must not stop
+/// the drive, the agent or the network for everyone else.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Deterministic test bytes shared by the unit tests.
 #[cfg(test)]
 mod test_data {

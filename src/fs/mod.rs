@@ -22,6 +22,7 @@ pub use durability::{Durability, Offline};
 pub use remote::Remote;
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
+use crate::lock;
 use crate::store::{Inode, Kind, Store, StoreError};
 use data::{FileState, Job, Sealed, WriteOutcome};
 use std::collections::HashMap;
@@ -288,12 +289,6 @@ impl Drop for Drive {
             let _ = h.join();
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // State behind these locks stays consistent between statements, so a
-    // panicked holder does not poison the drive for everyone else.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drive {

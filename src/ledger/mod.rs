@@ -227,7 +227,7 @@ impl Ledger {
     fn lock_tail(&self) -> MutexGuard<'_, Tail> {
         // A panic while appending left the tail as it was before that
         // append (it is only replaced after the write).
-        self.tail.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.tail)
     }
 }
 

@@ -34,7 +34,7 @@ impl InFlight {
         monthly: u64,
         budget: u64,
     ) -> Result<Reservation<'_>, OverBudget> {
-        let mut in_flight = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = crate::lock(&self.0);
         let committed = committed();
         if committed.saturating_add(*in_flight).saturating_add(monthly) > budget {
             return Err(OverBudget { committed, in_flight: *in_flight });
@@ -46,7 +46,7 @@ impl InFlight {
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        let mut in_flight = self.pool.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = crate::lock(&self.pool.0);
         *in_flight = in_flight.saturating_sub(self.amount);
     }
 }

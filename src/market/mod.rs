@@ -32,6 +32,7 @@ pub use scrub::{ScrubReport, scrub};
 
 use crate::chunk::{ChunkId, hex};
 use crate::ledger::{Event, Ledger};
+use crate::lock;
 use crate::net::{Mode, NetHandle};
 use crate::promise::{NodeKey, Signer, credits, unix_now};
 use crate::reputation::Record;
@@ -40,7 +41,7 @@ use asks::Quote;
 use libp2p::PeerId;
 use serde::Serialize;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -146,10 +147,6 @@ pub struct Agent {
     renew_later: Mutex<HashMap<[u8; 32], Instant>>,
     /// Retrieval promises and what was fetched under them (`fetch`).
     retrievals: fetch::Retrievals,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Agent {

@@ -23,14 +23,15 @@
 use super::proto::{self, Refusal, Request, Response, WIRE_V1};
 use super::{NetError, Service, node_key_of};
 use crate::codec::frame;
+use crate::lock;
 use futures::io::{ReadHalf, WriteHalf};
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::{PeerId, StreamProtocol};
 use libp2p_stream::{Control, OpenStreamError};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub const BULK: StreamProtocol = StreamProtocol::new("/pactfs/bulk/1");
@@ -40,10 +41,10 @@ pub const MAX_STREAMS: usize = 4;
 pub const DEPTH: usize = 8;
 /// How long one request may take (a 16 MiB chunk over a slow link included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+/// How long a peer that refused the bulk protocol is reached through
+/// request-response before bulk is tried again (it may restart as a
+/// provider, or with a newer pactfs).
+const UNSUPPORTED_FOR: Duration = Duration::from_secs(600);
 
 /// Whether a request travels on the bulk path.
 pub fn carries(req: &Request) -> bool {
@@ -214,8 +215,8 @@ pub struct Client {
     /// One stream opening at a time per peer (libp2p_stream hands inbound
     /// streams over through a one-slot channel: a burst loses some).
     opening: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
-    /// Peers that do not accept the bulk protocol.
-    unsupported: Mutex<HashSet<PeerId>>,
+    /// Peers that refused the bulk protocol, and when.
+    unsupported: Mutex<HashMap<PeerId, Instant>>,
 }
 
 /// Why a bulk request did not get an answer.
@@ -240,8 +241,15 @@ impl Client {
     /// before answering (a reset on opening, a closed connection) costs one
     /// more try on another stream: puts and gets can be repeated.
     pub async fn request(&self, peer: PeerId, req: Request) -> Result<Response, Failed> {
-        if lock(&self.unsupported).contains(&peer) {
-            return Err(Failed::Unsupported(req));
+        {
+            let mut unsupported = lock(&self.unsupported);
+            match unsupported.get(&peer) {
+                Some(since) if since.elapsed() < UNSUPPORTED_FOR => return Err(Failed::Unsupported(req)),
+                Some(_) => {
+                    unsupported.remove(&peer);
+                }
+                None => {}
+            }
         }
         let fail = |cause: String| Failed::Error(NetError::Request { peer, cause });
         let mut conn = match self.conn(peer).await {
@@ -304,7 +312,7 @@ impl Client {
             }
             Err(OpenStreamError::UnsupportedProtocol(_)) => {
                 tracing::debug!(%peer, "peer does not accept bulk streams: request-response instead");
-                lock(&self.unsupported).insert(peer);
+                lock(&self.unsupported).insert(peer, Instant::now());
                 Err(None)
             }
             Err(e) => match self.pick(peer, true) {

@@ -163,7 +163,7 @@ impl Tracker {
             }
         };
         let total = pending.len() as u64;
-        let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waits = crate::lock(&self.waits);
         if waits.1.len() >= MAX_TOKENS
             && let Some(oldest) = waits.1.iter().min_by_key(|(_, w)| w.checked).map(|(t, _)| *t)
         {
@@ -181,7 +181,7 @@ impl Tracker {
         // A copy, so the store is read without the lock held and a second
         // check of the same token meanwhile sees the whole list too.
         let (total, left) = {
-            let mut waits = self.waits.lock().unwrap_or_else(|p| p.into_inner());
+            let mut waits = crate::lock(&self.waits);
             let w = waits.1.get_mut(&token).ok_or(StartError::UnknownToken(token))?;
             w.checked = Instant::now();
             (w.total, w.left.clone())
@@ -199,7 +199,7 @@ impl Tracker {
             }
         }
         let remaining = still.len() as u64;
-        if let Some(w) = self.waits.lock().unwrap_or_else(|p| p.into_inner()).1.get_mut(&token) {
+        if let Some(w) = crate::lock(&self.waits).1.get_mut(&token) {
             w.left = still;
         }
         let blocked = if remaining > 0 { self.blocked() } else { None };

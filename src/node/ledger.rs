@@ -100,7 +100,7 @@ impl NodeLedger {
     /// Seals what is new into blobs; returns how many.
     pub fn seal(&self) -> Result<usize, NodeError> {
         let Some(secret) = &self.secret else { return Ok(0) };
-        let _one = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = crate::lock(&self.sealing);
         let mut blobs = 0;
         while blobs < SEAL_ROUNDS {
             let Some((first, last, blob)) = self.ledger.take_unsealed(SEAL_MAX_ENTRIES)? else { break };
@@ -293,7 +293,7 @@ impl OfflineLedger {
         };
         let writable = || -> Result<Arc<Ledger>, String> {
             let store = self.store.clone().ok_or("no store")?;
-            let mut slot = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let mut slot = crate::lock(&self.ledger);
             if slot.is_none() {
                 let ledger = Ledger::open(Arc::new(StoreLog(store)), Signer::from_seed(&self.seed));
                 *slot = Some(Arc::new(ledger.map_err(|e| e.to_string())?));

@@ -88,13 +88,13 @@ impl Roots {
     }
 
     pub fn status(&self) -> RootStatus {
-        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut s = crate::lock(&self.status).clone();
         s.synced = s.seq > 0 && self.covered.load(Ordering::SeqCst) >= self.wanted.load(Ordering::SeqCst);
         s
     }
 
     fn set(&self, f: impl FnOnce(&mut RootStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        f(&mut crate::lock(&self.status));
     }
 }
 

@@ -79,7 +79,7 @@ pub struct VoluntaryStats {
 
 impl Provider {
     fn hot_state(&self) -> std::sync::MutexGuard<'_, Hot> {
-        self.hot.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.hot)
     }
 
     /// Counts one chunk served to a client.

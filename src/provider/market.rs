@@ -37,7 +37,7 @@ impl Provider {
     pub(super) fn current_price(&self) -> u64 {
         let committed = self.book().committed();
         let u = committed as f64 / self.terms.capacity.max(1) as f64;
-        let d = self.demand.lock().unwrap_or_else(|p| p.into_inner()).at(self.clock());
+        let d = crate::lock(&self.demand).at(self.clock());
         pricing::price(self.terms.price_per_gib_month, u, d)
     }
 
@@ -68,7 +68,7 @@ impl Provider {
         };
         {
             // Every unexpired ask's price stays good until it expires.
-            let mut honoured = self.honoured.lock().unwrap_or_else(|p| p.into_inner());
+            let mut honoured = crate::lock(&self.honoured);
             honoured.retain(|(_, until)| *until >= now);
             if honoured.len() < MAX_HONOURED {
                 honoured.push((price, ask.expires));
@@ -86,7 +86,7 @@ impl Provider {
     /// or a lower one it signed in an ask that has not expired.
     fn price_to_take(&self, now: u64) -> u64 {
         let current = self.current_price();
-        let honoured = self.honoured.lock().unwrap_or_else(|p| p.into_inner());
+        let honoured = crate::lock(&self.honoured);
         honoured.iter().filter(|(_, until)| *until >= now).map(|(p, _)| *p).fold(current, u64::min)
     }
 
@@ -131,7 +131,7 @@ impl Provider {
         // This bid's own demand raises the price of the next, not its own.
         let take = if storage {
             let take = self.price_to_take(now);
-            self.demand.lock().unwrap_or_else(|p| p.into_inner()).add(self.clock());
+            crate::lock(&self.demand).add(self.clock());
             take
         } else {
             self.terms.price_per_gib_retrieval
@@ -258,7 +258,7 @@ impl Provider {
         if let Err(e) = cheque.check_cheque(from, &self.me) {
             return Response::refused(Refusal::Unauthorized, format!("cheque refused: {e}"));
         }
-        let _guard = self.cheques.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.cheques);
         let prev = self.last_cheque(from);
         let prev_total = prev.as_ref().map_or(0, |c| c.body.total);
         if let Some(p) = &prev {

@@ -141,7 +141,7 @@ impl Provider {
     }
 
     fn book(&self) -> MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.book)
     }
 
     fn log(&self, event: Event) {

@@ -32,7 +32,7 @@ impl Provider {
             return Response::refused(Refusal::Unauthorized, "roots are kept only for clients with a live promise");
         }
         // One writer at a time, so that a root never replaces a newer one.
-        let _one = self.cheques.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = crate::lock(&self.cheques);
         let held = match self.store.market_get(&root_key(from)) {
             Ok(v) => v,
             Err(e) => return internal(e),

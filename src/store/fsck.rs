@@ -8,7 +8,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 use std::collections::{HashMap, HashSet};
 
 pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64)) -> Result<FsckReport, StoreError> {
-    let _guard = store.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let _guard = crate::lock(&store.writer);
     let mut report = FsckReport::default();
     let mut batch = WriteBatch::default();
     let note = |report: &mut FsckReport, what: String| {

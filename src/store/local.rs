@@ -47,7 +47,7 @@ impl Store {
     /// Notes that a chunk's body was just read (least recently used goes first).
     pub(crate) fn touch(&self, id: &ChunkId) {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-        self.recency.lock().unwrap_or_else(|p| p.into_inner()).insert(*id, tick);
+        crate::lock(&self.recency).insert(*id, tick);
     }
 
     /// Whether the chunk's sealed body is in this store (false if unknown).
@@ -57,7 +57,7 @@ impl Store {
 
     /// Frees the local body of a placed chunk. Pending chunks stay.
     pub fn evict(&self, id: &ChunkId) -> Result<Evicted, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         let Some(mut rec) = self.chunk(id)? else { return Ok(Evicted::Unknown) };
         if !rec.is_local() {
             return Ok(Evicted::AlreadyRemote);
@@ -78,7 +78,7 @@ impl Store {
         batch.put_cf(self.cf("chunks"), id.0, records::encode(&rec));
         self.write(batch, false)?;
         self.used_bytes.fetch_sub(len.min(self.used_bytes()), Ordering::Relaxed);
-        self.recency.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        crate::lock(&self.recency).remove(id);
         Ok(Evicted::Freed(len))
     }
 
@@ -92,7 +92,7 @@ impl Store {
         }
         // The copy into the pack happens outside the writer lock.
         let at = if sealed.len() > super::INLINE_MAX { Some(self.packs.append(id, sealed)?) } else { None };
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         let Some(mut rec) = self.chunk(id)?.filter(|r| !r.is_local()) else {
             // Restored meanwhile (or released): the appended copy is dead space.
             if let Some((pack, _)) = at {
@@ -198,7 +198,7 @@ impl Store {
             }
             pinned.extend(self.chunks_under(ino)?);
         }
-        let recency: HashMap<ChunkId, u64> = self.recency.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let recency: HashMap<ChunkId, u64> = crate::lock(&self.recency).clone();
         let mut candidates: Vec<(u64, ChunkId, u64)> = Vec::new();
         for item in self.db.iterator_cf(self.cf("chunks"), IteratorMode::Start) {
             let (k, v) = item?;

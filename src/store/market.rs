@@ -55,7 +55,7 @@ impl Store {
     /// Inserts `key` only if absent (under the writer lock); false if it
     /// was already there. Durable before returning.
     pub fn market_insert_new(&self, key: &[u8], value: &[u8]) -> Result<bool, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         if self.db.get_pinned_cf(self.cf("market"), key)?.is_some() {
             return Ok(false);
         }
@@ -98,7 +98,7 @@ impl Store {
     /// chunk, if still in the index, goes back to the placement queue and
     /// is pinned again. Returns whether a replica record was removed.
     pub fn drop_replica(&self, id: &ChunkId, holder: &[u8; 32]) -> Result<bool, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         let key = super::records::replica_key(id, holder);
         if self.db.get_pinned_cf(self.cf("replicas"), key.as_slice())?.is_none() {
             return Ok(false);

@@ -279,7 +279,7 @@ impl Store {
 
     /// Starts a transaction, taking the writer lock until it commits or drops.
     pub fn begin(&self) -> Txn<'_> {
-        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = crate::lock(&self.writer);
         Txn::new(self, guard)
     }
 
@@ -404,7 +404,7 @@ impl Store {
         if self.wal_synced.load(Ordering::Acquire) >= wanted {
             return self.packs.sync();
         }
-        let _one_at_a_time = self.wal_syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = crate::lock(&self.wal_syncing);
         if self.wal_synced.load(Ordering::Acquire) >= wanted {
             return self.packs.sync();
         }

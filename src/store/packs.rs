@@ -180,7 +180,7 @@ impl Packs {
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
         // A panic while holding this lock leaves at worst an unreferenced
         // tail record, so the state is still usable.
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.current)
     }
 
     /// Appends a sealed body; returns (pack, body offset).
@@ -220,7 +220,7 @@ impl Packs {
         if self.synced.load(Ordering::Acquire) >= wanted {
             return Ok(());
         }
-        let _one_at_a_time = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = crate::lock(&self.syncing);
         if self.synced.load(Ordering::Acquire) >= wanted {
             return Ok(());
         }

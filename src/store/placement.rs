@@ -39,7 +39,7 @@ impl Store {
         receipt: &[u8],
         target: u32,
     ) -> Result<Option<u32>, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         let Some(mut rec) = self.chunk(id)? else { return Ok(None) };
         let mut batch = rocksdb::WriteBatch::default();
         batch.put_cf(self.cf("replicas"), records::replica_key(id, holder), receipt);

@@ -179,7 +179,7 @@ impl Store {
             let (pack, offset) = self.packs.append(&id, &body)?;
             copies.push((id, rec.offset, pack, offset, rec.len));
         }
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         let mut batch = WriteBatch::default();
         // Per destination pack: (bytes appended, bytes now live there).
         let mut per_pack: HashMap<u32, (u64, u64)> = HashMap::new();

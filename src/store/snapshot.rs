@@ -80,7 +80,7 @@ impl Store {
     /// remote (no local body) and nothing is queued for placement. Synced
     /// when this returns.
     pub fn load_snapshot(&self, entries: impl IntoIterator<Item = (u8, Vec<u8>, Vec<u8>)>) -> Result<u64, StoreError> {
-        let _guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = crate::lock(&self.writer);
         if !self.is_fresh()? {
             return Err(StoreError::Corrupt {
                 what: "restore".into(),
