@@ -23,6 +23,9 @@ const LINE_EVERY: Duration = Duration::from_secs(5);
 /// (half a second when idle, a bid round trip when not) to prove the
 /// reason still holds, short enough for a shutdown script.
 const STALL: Duration = Duration::from_secs(10);
+/// How long a whole-drive `sync --durable` waits for its metadata root once
+/// the data is placed.
+const ROOT_WAIT: Duration = Duration::from_secs(120);
 
 fn ask(home: &Home, req: control::Request, timeout: Duration) -> Result<Value> {
     control::call(&home.control_socket(), &req, Some(timeout)).context("asking the running node")
@@ -247,8 +250,9 @@ fn watch_placement(home: &Home, first: Value) -> Result<Value> {
 
 /// `pactfs sync [--durable] [PATH]`: flush the drive to the local disk;
 /// with `--durable`, then wait until every chunk pending at the start (of
-/// PATH's files, or all) is at the replication target. Exit 0 then; exit 1
-/// if placement is blocked and stalled.
+/// PATH's files, or all) is at the replication target and, without PATH,
+/// until the metadata root taken after it is published. Exit 0 then;
+/// exit 1 if placement is blocked and stalled.
 pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
     let ino = match path {
         Some(p) => inode_in_mount(home, p)?,
@@ -291,7 +295,13 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            print_kv(&[("Durable", "yes".into()), ("Chunks", total.to_string())])?;
+            let mut lines = vec![("Durable", "yes".to_string()), ("Chunks", total.to_string())];
+            if path.is_none()
+                && let Some(root) = wait_root(home)?
+            {
+                lines.push(("Root", root));
+            }
+            print_kv(&lines)?;
             return Ok(0);
         }
         if let Some(why) = blocked
@@ -311,6 +321,31 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
                 ("Blocked", why),
             ])?;
             return Ok(1);
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// After a whole-drive durable sync: waits until the metadata root the
+/// sync asked for is placed and published (what a restore elsewhere
+/// finds), up to [`ROOT_WAIT`]. `None` when the node keeps no roots.
+fn wait_root(home: &Home) -> Result<Option<String>> {
+    let started = Instant::now();
+    loop {
+        let v = ask(home, control::Request::Status, ASK_TIMEOUT)?;
+        let root = &v["root"];
+        if root.is_null() {
+            return Ok(None);
+        }
+        if root["synced"] == true {
+            return Ok(Some(format!("published (seq {})", n(root, "seq"))));
+        }
+        if started.elapsed() >= ROOT_WAIT {
+            eprintln!(
+                "pactfs: the data is durable; the metadata root taken after it is not published yet \
+                 (pactfs status shows when it is)"
+            );
+            return Ok(Some("pending".into()));
         }
         std::thread::sleep(POLL);
     }

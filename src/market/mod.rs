@@ -96,6 +96,10 @@ pub struct PromiseView {
     pub id: String,
     pub provider: String,
     pub chunks: usize,
+    /// Of `chunks`, how many are the drive's own metadata now (metadata
+    /// snapshot parts, sealed ledger ranges): a promise holding only
+    /// those lapses once a newer root supersedes them.
+    pub metadata: usize,
     pub bytes: u64,
     /// Milli-credits per GiB-month.
     pub price_per_gib_month: u64,
@@ -256,6 +260,8 @@ impl Agent {
     pub fn promises(&self) -> Vec<PromiseView> {
         let now = unix_now();
         let window = self.config().renew_window;
+        let blobs: std::collections::HashSet<[u8; 32]> =
+            self.store.blobs().unwrap_or_default().into_iter().map(|(id, _)| id.0).collect();
         let mut v: Vec<PromiseView> = lock(&self.held)
             .values()
             .map(|h| {
@@ -272,6 +278,7 @@ impl Agent {
                     provider: crate::net::peer_id_of(&t.provider).map(|p| p.to_string()).unwrap_or_default(),
                     kind: if h.is_storage() { "storage" } else { "retrieval" }.to_string(),
                     chunks: t.chunks.len(),
+                    metadata: t.chunks.iter().filter(|c| blobs.contains(*c)).count(),
                     bytes: t.bytes,
                     price_per_gib_month: t.price,
                     start: t.start,

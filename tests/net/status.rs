@@ -71,9 +71,15 @@ fn durable(mode: Mode) {
     let out = ask(c.client_home(), &["sync", "--durable"]);
     assert_eq!(out.code, Some(0), "sync --durable must return once all is placed:\n{}", out.text);
     assert_eq!(key_value(&out.text, "Durable").as_deref(), Some("yes"), "{}", out.text);
+    // Without PATH it also waited for the metadata root taken after it:
+    // a restore elsewhere would see all of it.
+    let root = key_value(&out.text, "Root").unwrap_or_default();
+    assert!(root.starts_with("published"), "the root is published when the sync returns:\n{}", out.text);
 
-    // Nothing pending any more, and every chunk at the target.
+    // Nothing pending any more (the root's own parts included), and every
+    // chunk at the target.
     let st = status(&c);
+    assert!(st["root"]["synced"] == true, "the newest root covers the sync: {st}");
     assert_eq!(num(&st, "pending_chunks"), 0, "{st}");
     assert_eq!(num(&st, "pending_bytes"), 0, "{st}");
     assert_eq!(num(&st, "under_replicated_chunks"), 0, "{st}");
