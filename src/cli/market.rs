@@ -248,19 +248,35 @@ fn watch_placement(home: &Home, first: Value) -> Result<Value> {
     Ok(v)
 }
 
-/// `pactfs sync [--durable] [PATH]`: flush the drive to the local disk;
+/// Prints the outcome of `sync`: key-value lines, or with `json` the
+/// object (the same facts, for scripts).
+fn sync_out(json: bool, lines: &[(&str, String)], obj: Value) -> Result<()> {
+    if json {
+        print_json(&obj)?
+    } else {
+        print_kv(lines)?
+    }
+    Ok(())
+}
+
+/// `pactfs sync [--durable] [--json] [PATH]`: flush the drive to the local disk;
 /// with `--durable`, then wait until every chunk pending at the start (of
 /// PATH's files, or all) is at the replication target and, without PATH,
 /// until the metadata root taken after it is published. Exit 0 then;
 /// exit 1 if placement is blocked and stalled.
-pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
+pub fn sync(home: &Home, durable: bool, path: Option<&Path>, json: bool) -> Result<i32> {
     let ino = match path {
         Some(p) => inode_in_mount(home, p)?,
         None => None,
     };
     let start = ask(home, control::Request::DurableStart { ino }, FLUSH_TIMEOUT)?;
     if !durable {
-        print_kv(&[("Synced", "local".into()), ("Pending", n(&start, "total").to_string())])?;
+        let pending = n(&start, "total");
+        sync_out(
+            json,
+            &[("Synced", "local".into()), ("Pending", pending.to_string())],
+            serde_json::json!({ "synced": "local", "pending": pending }),
+        )?;
         return Ok(0);
     }
     let token = field(&start, "token").as_u64().context("the node answered DurableStart without a token")?;
@@ -296,12 +312,13 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
                 bar.finish_and_clear();
             }
             let mut lines = vec![("Durable", "yes".to_string()), ("Chunks", total.to_string())];
-            if path.is_none()
-                && let Some(root) = wait_root(home)?
-            {
-                lines.push(("Root", root));
+            let root = if path.is_none() { wait_root(home)? } else { None };
+            if let Some((published, seq)) = root {
+                lines.push(("Root", if published { format!("published (seq {seq})") } else { "pending".into() }));
             }
-            print_kv(&lines)?;
+            let root = root.map(|(published, seq)| serde_json::json!({ "published": published, "seq": seq }));
+            let obj = serde_json::json!({ "durable": true, "chunks": total, "remaining": 0, "root": root });
+            sync_out(json, &lines, obj)?;
             return Ok(0);
         }
         if let Some(why) = blocked
@@ -314,12 +331,19 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
                 "pactfs: not durable: {remaining} of {total} chunks are below the replication target \
                  and placement is blocked: {why}"
             );
-            print_kv(&[
-                ("Durable", "no".into()),
-                ("Chunks", total.to_string()),
-                ("Remaining", remaining.to_string()),
-                ("Blocked", why),
-            ])?;
+            let obj = serde_json::json!({
+                "durable": false, "chunks": total, "remaining": remaining, "blocked": why, "root": null,
+            });
+            sync_out(
+                json,
+                &[
+                    ("Durable", "no".into()),
+                    ("Chunks", total.to_string()),
+                    ("Remaining", remaining.to_string()),
+                    ("Blocked", why),
+                ],
+                obj,
+            )?;
             return Ok(1);
         }
         std::thread::sleep(POLL);
@@ -328,8 +352,9 @@ pub fn sync(home: &Home, durable: bool, path: Option<&Path>) -> Result<i32> {
 
 /// After a whole-drive durable sync: waits until the metadata root the
 /// sync asked for is placed and published (what a restore elsewhere
-/// finds), up to [`ROOT_WAIT`]. `None` when the node keeps no roots.
-fn wait_root(home: &Home) -> Result<Option<String>> {
+/// finds), up to [`ROOT_WAIT`]: whether it was published, and the seq of
+/// the newest root. `None` when the node keeps no roots.
+fn wait_root(home: &Home) -> Result<Option<(bool, u64)>> {
     let started = Instant::now();
     loop {
         let v = ask(home, control::Request::Status, ASK_TIMEOUT)?;
@@ -338,14 +363,22 @@ fn wait_root(home: &Home) -> Result<Option<String>> {
             return Ok(None);
         }
         if root["synced"] == true {
-            return Ok(Some(format!("published (seq {})", n(root, "seq"))));
+            return Ok(Some((true, n(root, "seq"))));
+        }
+        // The root's parts are placed like data: when placement is blocked
+        // (no providers, no budget) there is nothing to wait for.
+        if let Some(why) = v["agent"]["blocked"].as_str()
+            && started.elapsed() >= STALL
+        {
+            eprintln!("pactfs: the data is durable; the metadata root taken after it is not published: {why}");
+            return Ok(Some((false, n(root, "seq"))));
         }
         if started.elapsed() >= ROOT_WAIT {
             eprintln!(
                 "pactfs: the data is durable; the metadata root taken after it is not published yet \
                  (pactfs status shows when it is)"
             );
-            return Ok(Some("pending".into()));
+            return Ok(Some((false, n(root, "seq"))));
         }
         std::thread::sleep(POLL);
     }

@@ -123,6 +123,9 @@ enum Command {
         durable: bool,
         /// A file or directory inside the mount (default: the whole drive).
         path: Option<PathBuf>,
+        /// The outcome as one JSON object (progress still goes to stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// The audits of the promises held: each promise's last audit (when,
     /// chunk, range, result). --now audits every active promise first;
@@ -304,7 +307,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Promises { json } => market::promises(&home, json),
         Command::Market { json } => market::market(&home, json),
         Command::Status { json, watch } => market::status(&home, json, watch),
-        Command::Sync { durable, path } => market::sync(&home, durable, path.as_deref()),
+        Command::Sync { durable, path, json } => market::sync(&home, durable, path.as_deref(), json),
         Command::Audit { now, json } => market::audit(&home, now, json),
         Command::Reputation { json } => market::reputation(&home, json),
         Command::Pin { path, json } => market::cache(&home, market::CacheOp::Pin, path.as_deref(), json),

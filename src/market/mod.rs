@@ -111,6 +111,8 @@ pub struct PromiseView {
     pub state: String,
     pub reason: String,
     pub last_audit: Option<u64>,
+    /// The promise this one renews (hex), if it is a renewal.
+    pub renews: Option<String>,
 }
 
 pub struct Agent {
@@ -286,6 +288,7 @@ impl Agent {
                     state: state.to_string(),
                     reason: h.reason.clone(),
                     last_audit: h.last_audit,
+                    renews: t.renews.map(|r| hex(&r)),
                 }
             })
             .collect();

@@ -93,6 +93,16 @@ fn sync_durable_without_providers_says_why_and_exits_1() {
     assert!(String::from_utf8_lossy(&out.stderr).contains(&blocked), "{}", d.last_command());
     let out = d.pactfs(&["sync", "--durable", s(&f)]);
     assert_eq!(out.status.code(), Some(1), "{}", d.last_command());
+    // The same for scripts: one JSON object, the same exit code.
+    let out = d.pactfs(&["sync", "--durable", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", d.last_command());
+    let v = json_of(&out, "sync --durable --json");
+    assert_eq!(v["durable"], false, "{v}");
+    assert!(v["remaining"].as_u64().is_some_and(|n| n > 0), "{v}");
+    assert_eq!(v["blocked"].as_str(), Some(blocked.as_str()), "{v}");
+    let v = json_of(&d.pactfs_ok(&["sync", "--json"]), "sync --json");
+    assert_eq!(v["synced"], "local", "{v}");
+    assert!(v["pending"].as_u64().is_some_and(|n| n > 0), "{v}");
 
     let text = stdout_of(&d.pactfs_ok(&["status"]));
     assert_eq!(key_value(&text, "Blocked"), Some(blocked), "status for people:\n{text}");

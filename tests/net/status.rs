@@ -80,6 +80,11 @@ fn durable(mode: Mode) {
     // chunk at the target.
     let st = status(&c);
     assert!(st["root"]["synced"] == true, "the newest root covers the sync: {st}");
+    let again = ask_json(c.client_home(), &["sync", "--durable", "--json"]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again["durable"], true, "{again}");
+    assert_eq!(again["remaining"], 0, "{again}");
+    assert_eq!(again["root"]["published"], true, "{again}");
+    assert!(num(&again, "root.seq") >= num(&st, "root.seq"), "{again} {st}");
     assert_eq!(num(&st, "pending_chunks"), 0, "{st}");
     assert_eq!(num(&st, "pending_bytes"), 0, "{st}");
     assert_eq!(num(&st, "under_replicated_chunks"), 0, "{st}");
