@@ -451,20 +451,29 @@ impl Filesystem for PactFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         length: u64,
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        // Space is not reserved ahead (chunks are content-addressed), so
-        // only the size-extending form is honoured; it is what tools use.
-        if mode != 0 {
+        // Space is not reserved ahead (chunks are content-addressed and
+        // deduplicated, so zeros cost almost nothing): preallocation only
+        // sets the size, and punching or zeroing a range writes zeros.
+        const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
+        const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
+        let supported = mode == 0 || mode == KEEP || mode == PUNCH | KEEP || mode == ZERO || mode == ZERO | KEEP;
+        if !supported {
             return reply.error(Errno::EOPNOTSUPP);
         }
         let r = self.drive.getattr(ino.0).and_then(|i| {
             let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
-            if end > i.size {
+            let keep = mode & KEEP != 0;
+            if mode & (PUNCH | ZERO) != 0 {
+                let zero_end = if keep { end.min(i.size) } else { end };
+                self.drive.write_zeros(fh.0, offset, zero_end)?;
+            } else if !keep && end > i.size {
                 self.drive.setattr(ino.0, SetAttr { size: Some(end), ..SetAttr::default() })?;
             }
             Ok(())

@@ -460,6 +460,20 @@ impl Drive {
         Ok(data.len() as u32)
     }
 
+    /// Writes zeros over `off..end` (fallocate's punch and zero modes), a
+    /// block at a time so that a large range never sits in memory at once.
+    pub fn write_zeros(&self, fh: u64, off: u64, end: u64) -> Result<(), FsError> {
+        const BLOCK: usize = 1024 * 1024;
+        let zeros = vec![0u8; BLOCK];
+        let mut at = off;
+        while at < end {
+            let n = usize::try_from(end - at).map_or(BLOCK, |left| left.min(BLOCK));
+            self.write(fh, at, &zeros[..n])?;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     /// Cuts and indexes what was written through any handle of the file,
     /// so that errors show at close(2). A streaming writer's last chunk may
     /// stay dirty until the last close or an fsync: every process that

@@ -549,3 +549,45 @@ fn deleting_a_big_file_gives_space_back() {
     });
     d.unmount();
 }
+
+#[test]
+fn fallocate_preallocates_punches_and_zeroes() {
+    let mut d = Drive::new();
+    d.mount();
+    let f = d.path("f");
+    let data = test_data(21, 3 * MIB);
+    fs::write(&f, &data).unwrap();
+    let fallocate = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push(s(&f));
+        run("fallocate", &all, None);
+    };
+    let mut want = data.clone();
+    // Preallocating past the end grows the file with zeros.
+    fallocate(&["-l", &(4 * MIB).to_string()]);
+    want.resize(4 * MIB, 0);
+    assert_file(&f, &want);
+    // Keep-size preallocation changes nothing a reader sees.
+    fallocate(&["--keep-size", "-o", "0", "-l", &(8 * MIB).to_string()]);
+    assert_file(&f, &want);
+    // A punched hole reads back as zeros and the size stays.
+    fallocate(&["--punch-hole", "-o", "4096", "-l", "100000"]);
+    want[4096..104_096].fill(0);
+    assert_file(&f, &want);
+    // Zeroing past the end grows the file; with -k it stops at the end.
+    fallocate(&["--zero-range", "-o", &(3 * MIB + 7).to_string(), "-l", &(2 * MIB).to_string()]);
+    want[3 * MIB + 7..].fill(0);
+    want.resize(5 * MIB + 7, 0);
+    assert_file(&f, &want);
+    fallocate(&["--zero-range", "--keep-size", "-o", "10", "-l", &(20 * MIB).to_string()]);
+    want[10..].fill(0);
+    assert_file(&f, &want);
+    // Modes pactfs cannot honour say so instead of doing something else.
+    let collapse = output_of(Command::new("fallocate").args(["--collapse-range", "-o", "0", "-l", "4096", s(&f)]));
+    assert!(!collapse.status.success(), "collapse-range must be refused");
+    assert_file(&f, &want);
+    d.unmount();
+    d.mount();
+    assert_file(&d.path("f"), &want);
+    d.unmount();
+}
