@@ -159,6 +159,38 @@ impl FileState {
         Ok(ReadOut::Owned(self.materialize(drive, off, end)?))
     }
 
+    /// `SEEK_DATA` (`hole == false`): the first offset at or after `off`
+    /// that holds data; `SEEK_HOLE`: the first that does not (the end of
+    /// the file counts as a hole). `None` when there is no such offset
+    /// (the caller answers ENXIO). Data is what any chunk, streamed job or
+    /// dirty range covers; the rest are holes that read as zeros.
+    pub fn seek(&self, off: u64, hole: bool) -> Option<u64> {
+        if off >= self.size {
+            return None;
+        }
+        let mut extents: Vec<(u64, u64)> =
+            self.manifest.iter().filter(|e| e.len > 0).map(|e| (e.offset, e.end())).collect();
+        extents.extend(self.inflight.iter().map(|j| (j.start, j.end())));
+        extents.extend(self.overlay.clusters(0));
+        extents.sort_unstable();
+        let mut pos = off;
+        for (start, end) in extents {
+            let end = end.min(self.size);
+            if end <= pos {
+                continue;
+            }
+            if hole {
+                if start > pos {
+                    return Some(pos);
+                }
+                pos = end;
+            } else {
+                return Some(start.max(pos));
+            }
+        }
+        if hole { Some(pos.min(self.size)) } else { None }
+    }
+
     /// Records a write and commits when the overlay has grown large.
     pub fn write(&mut self, drive: &Drive, off: u64, data: &[u8]) -> Result<WriteOutcome, FsError> {
         let end = off.checked_add(data.len() as u64).ok_or(FsError::TooBig)?;

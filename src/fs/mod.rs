@@ -434,6 +434,13 @@ impl Drive {
         st.read(self, off, len)
     }
 
+    /// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE` (see [`FileState::seek`]).
+    pub fn seek(&self, fh: u64, off: u64, hole: bool) -> Result<Option<u64>, FsError> {
+        let cell = self.file_of(fh)?;
+        let st = lock(&cell.state);
+        Ok(st.seek(off, hole))
+    }
+
     /// Records a write. A streaming writer's complete chunks are sealed and
     /// stored in the background while it goes on writing.
     pub fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32, FsError> {

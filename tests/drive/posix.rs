@@ -505,3 +505,58 @@ fn shared_mmap_writes_reach_the_file() {
     assert_file(&path, &want);
     d.unmount();
 }
+
+fn seek(file: &File, off: i64, whence: libc::c_int) -> io::Result<u64> {
+    // SAFETY: lseek on an open descriptor touches no memory of ours.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if at < 0 { Err(io::Error::last_os_error()) } else { Ok(at as u64) }
+}
+
+#[test]
+fn seek_data_and_seek_hole_find_what_was_written() {
+    let mut d = Drive::new();
+    d.mount();
+    let f = d.path("sparse");
+    let (size, at, len) = (64 * MIB as u64, 40 * MIB as u64, MIB);
+    let data = test_data(31, len);
+    {
+        let file = OpenOptions::new().create(true).truncate(true).write(true).open(&f).unwrap();
+        file.set_len(size).unwrap();
+        file.write_all_at(&data, at).unwrap();
+        // Dirty bytes count as data before any commit.
+        let rd = File::open(&f).unwrap();
+        assert_eq!(seek(&rd, 0, libc::SEEK_DATA).unwrap(), at);
+        assert_eq!(seek(&rd, 0, libc::SEEK_HOLE).unwrap(), 0);
+        file.sync_all().unwrap();
+    }
+    let check = |f: &Path| {
+        let file = File::open(f).unwrap();
+        let data_at = seek(&file, 0, libc::SEEK_DATA).unwrap();
+        assert!(data_at <= at, "data found at {data_at}, written at {at}");
+        let hole_at = seek(&file, data_at as i64, libc::SEEK_HOLE).unwrap();
+        assert!(hole_at >= at + len as u64 && hole_at <= size, "hole after the data at {hole_at}");
+        assert_errno(seek(&file, hole_at as i64, libc::SEEK_DATA), libc::ENXIO, "no data after the last hole");
+        assert_eq!(seek(&file, size as i64 - 1, libc::SEEK_HOLE).unwrap(), size - 1);
+        assert_errno(seek(&file, size as i64, libc::SEEK_HOLE), libc::ENXIO, "SEEK_HOLE at the end");
+        assert_errno(seek(&file, size as i64, libc::SEEK_DATA), libc::ENXIO, "SEEK_DATA at the end");
+        // What lies before the data and after it reads as zeros.
+        let mut bytes = vec![0u8; (hole_at - data_at) as usize];
+        file.read_exact_at(&mut bytes, data_at).unwrap();
+        assert_eq!(&bytes[(at - data_at) as usize..][..len], &data[..]);
+        let mut head = vec![1u8; MIB];
+        file.read_exact_at(&mut head, data_at.saturating_sub(MIB as u64)).unwrap();
+        assert!(head[..(data_at.min(MIB as u64)) as usize].iter().all(|&b| b == 0));
+    };
+    check(&f);
+    // A sparse-aware copy out of the mount keeps the bytes (coreutils
+    // finds the data with SEEK_DATA).
+    let out = tempfile::tempdir().unwrap();
+    run("cp", &["--sparse=always", s(&f), s(&out.path().join("copy"))], None);
+    let mut want = vec![0u8; size as usize];
+    want[at as usize..at as usize + len].copy_from_slice(&data);
+    assert_file(&out.path().join("copy"), &want);
+    d.unmount();
+    d.mount();
+    check(&d.path("sparse"));
+    d.unmount();
+}
