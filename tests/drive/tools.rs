@@ -591,3 +591,24 @@ fn fallocate_preallocates_punches_and_zeroes() {
     assert_file(&d.path("f"), &want);
     d.unmount();
 }
+
+#[test]
+fn ioctls_are_refused_like_a_local_file_system_does() {
+    let mut d = Drive::new();
+    d.mount();
+    let data = test_data(41, 3 * MIB);
+    fs::write(d.path("f"), &data).unwrap();
+    // cp tries FICLONE first and falls back to a copy on ENOTTY.
+    run("cp", &["--reflink=auto", s(&d.path("f")), s(&d.path("g"))], None);
+    assert_file(&d.path("g"), &data);
+    let lsattr = output_of(Command::new("lsattr").arg(d.path("f")));
+    let stderr = String::from_utf8_lossy(&lsattr.stderr);
+    // The kernel turns the ENOTTY of an inode-flags ioctl into EOPNOTSUPP.
+    assert!(
+        !lsattr.status.success() && (stderr.contains("not supported") || stderr.contains("Inappropriate ioctl")),
+        "lsattr: {stderr}"
+    );
+    d.unmount();
+    let log = fs::read_to_string(d.home.join("pactfs.log")).unwrap();
+    assert!(!log.contains("Not Implemented] ioctl"), "an ioctl reached fuser's default handler:\n{log}");
+}
