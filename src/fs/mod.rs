@@ -467,6 +467,25 @@ impl Drive {
         Ok(data.len() as u32)
     }
 
+    /// copy_file_range(2): up to `len` bytes from one open file to another
+    /// (or another place in the same one), a block at a time; stops early
+    /// at the end of the source. Returns the bytes copied.
+    pub fn copy_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> Result<u64, FsError> {
+        const BLOCK: u64 = 1024 * 1024;
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(BLOCK) as u32;
+            let data = self.read(fh_in, off_in + done, want)?;
+            let bytes = data.as_slice();
+            if bytes.is_empty() {
+                break;
+            }
+            self.write(fh_out, off_out + done, bytes)?;
+            done += bytes.len() as u64;
+        }
+        Ok(done)
+    }
+
     /// Writes zeros over `off..end` (fallocate's punch and zero modes), a
     /// block at a time so that a large range never sits in memory at once.
     pub fn write_zeros(&self, fh: u64, off: u64, end: u64) -> Result<(), FsError> {

@@ -664,3 +664,51 @@ fn random_operations_match_a_model() {
     }
     d.unmount();
 }
+
+fn copy_file_range(from: &File, off_in: u64, to: &File, off_out: u64, len: usize) -> io::Result<usize> {
+    let (mut a, mut b) = (off_in as libc::loff_t, off_out as libc::loff_t);
+    // SAFETY: two open descriptors and two offsets we own for the call.
+    let n = unsafe { libc::copy_file_range(from.as_raw_fd(), &mut a, to.as_raw_fd(), &mut b, len, 0) };
+    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+}
+
+#[test]
+fn copy_file_range_copies_inside_the_drive() {
+    let mut d = Drive::new();
+    d.mount();
+    let src = test_data(51, 5 * MIB + 123);
+    fs::write(d.path("src"), &src).unwrap();
+    let old = test_data(52, MIB);
+    fs::write(d.path("dst"), &old).unwrap();
+    let from = File::open(d.path("src")).unwrap();
+    let to = OpenOptions::new().read(true).write(true).open(d.path("dst")).unwrap();
+    // Into the middle of the destination and past its end.
+    let mut want = old.clone();
+    assert_eq!(copy_file_range(&from, 1000, &to, 4096, 3 * MIB).unwrap(), 3 * MIB);
+    want.resize(4096 + 3 * MIB, 0);
+    want[4096..].copy_from_slice(&src[1000..1000 + 3 * MIB]);
+    // Past the end of the source: a short copy, then nothing.
+    let tail = src.len() - 5 * MIB;
+    let at = want.len() + 10_000;
+    assert_eq!(copy_file_range(&from, 5 * MIB as u64, &to, at as u64, MIB).unwrap(), tail);
+    want.resize(at + tail, 0);
+    want[at..].copy_from_slice(&src[5 * MIB..]);
+    assert_eq!(copy_file_range(&from, src.len() as u64, &to, 0, MIB).unwrap(), 0);
+    // Within one file, ranges apart.
+    let both = OpenOptions::new().read(true).write(true).open(d.path("src")).unwrap();
+    assert_eq!(copy_file_range(&both, 0, &both, 4 * MIB as u64, 100_000).unwrap(), 100_000);
+    let mut src_want = src.clone();
+    src_want.copy_within(0..100_000, 4 * MIB);
+    drop((from, to, both));
+    assert_file(&d.path("dst"), &want);
+    assert_file(&d.path("src"), &src_want);
+    // A whole-file copy as cp makes it.
+    run("cp", &[s(&d.path("src")), s(&d.path("copy"))], None);
+    assert_file(&d.path("copy"), &src_want);
+    d.unmount();
+    d.mount();
+    assert_file(&d.path("dst"), &want);
+    d.unmount();
+    let log = fs::read_to_string(d.home.join("pactfs.log")).unwrap();
+    assert!(!log.contains("Not Implemented]"), "a call reached fuser's default handler:\n{log}");
+}
