@@ -191,6 +191,52 @@ impl FileState {
         if hole { Some(pos.min(self.size)) } else { None }
     }
 
+    /// The whole chunks of `[off, off + len)` a copy can share by
+    /// reference, and where the shared part ends: `None` unless `off` is
+    /// not inside a chunk, nothing of the range is dirty or in flight, and
+    /// at least one chunk fits. A chunk that crosses the range's end stops
+    /// the share there (a short copy); holes in the range stay holes.
+    pub fn shareable(&self, off: u64, len: u64) -> Option<(Vec<ManifestEntry>, u64)> {
+        let limit = off.checked_add(len)?.min(self.size);
+        if off >= limit || self.straddles(off) || !self.inflight.is_empty() || self.overlay.overlaps(off, limit) {
+            return None;
+        }
+        let i = self.manifest.partition_point(|e| e.end() <= off);
+        let mut end = limit;
+        let mut entries = Vec::new();
+        for e in &self.manifest[i..] {
+            if e.offset >= limit {
+                break;
+            }
+            if e.end() > limit {
+                end = e.offset;
+                break;
+            }
+            entries.push(*e);
+        }
+        (!entries.is_empty()).then_some((entries, end))
+    }
+
+    /// True when the file ends at `off` with nothing uncommitted: a copy
+    /// may append shared chunks there.
+    pub fn ends_clean_at(&self, off: u64) -> bool {
+        self.size == off
+            && self.db_size == off
+            && !self.is_dirty()
+            && self.inflight.is_empty()
+            && self.removed.is_empty()
+    }
+
+    /// Appends `entries` (another file's chunks, shared by reference) and
+    /// grows the file to `size`, in one transaction.
+    pub fn append_shared(&mut self, drive: &Drive, entries: &[ManifestEntry], size: u64) -> Result<(), FsError> {
+        super::write_shared(&drive.store, self.ino, entries, size)?;
+        self.manifest.extend_from_slice(entries);
+        self.size = size;
+        self.db_size = size;
+        Ok(())
+    }
+
     /// Records a write and commits when the overlay has grown large.
     pub fn write(&mut self, drive: &Drive, off: u64, data: &[u8]) -> Result<WriteOutcome, FsError> {
         let end = off.checked_add(data.len() as u64).ok_or(FsError::TooBig)?;

@@ -92,6 +92,25 @@ fn write_commit(
     Ok(())
 }
 
+/// Adds `entries` of another file to `ino`'s manifest, one more reference
+/// on each chunk, and sets its size: a copy that moves no bytes.
+fn write_shared(store: &Store, ino: u64, entries: &[ManifestEntry], size: u64) -> Result<(), FsError> {
+    let mut txn = store.begin();
+    let Some(mut inode) = store.inode(ino)? else { return Err(FsError::NotFound) };
+    for e in entries {
+        txn.ref_chunk(&e.id, 1);
+    }
+    txn.change_manifest(ino, &[], entries);
+    inode.allocated += entries.iter().map(|e| u64::from(e.len)).sum::<u64>();
+    inode.size = size;
+    let now = crate::store::Stamp::now();
+    inode.mtime = now;
+    inode.ctime = now;
+    txn.put_inode(&inode);
+    txn.commit(false)?;
+    Ok(())
+}
+
 /// Starts the thread that seals and stores streamed chunks, oldest job
 /// first, and wakes the file's waiters after each.
 fn spawn_committer(store: Arc<Store>, secret: UserSecret) -> Option<(JobQueue, std::thread::JoinHandle<()>)> {
@@ -471,6 +490,9 @@ impl Drive {
     /// (or another place in the same one), a block at a time; stops early
     /// at the end of the source. Returns the bytes copied.
     pub fn copy_range(&self, fh_in: u64, off_in: u64, fh_out: u64, off_out: u64, len: u64) -> Result<u64, FsError> {
+        if let Some(n) = self.share_range(fh_in, off_in, fh_out, off_out, len)? {
+            return Ok(n);
+        }
         const BLOCK: u64 = 1024 * 1024;
         let mut done = 0;
         while done < len {
@@ -484,6 +506,51 @@ impl Drive {
             done += bytes.len() as u64;
         }
         Ok(done)
+    }
+
+    /// The fast form of [`Drive::copy_range`]: when the destination ends
+    /// exactly where the copy goes, at the source's offset, and that offset
+    /// is a chunk boundary of the source, the source's whole chunks are
+    /// shared by reference (as a whole-file `cp` into a new file asks).
+    /// `None` when the copy must move bytes.
+    fn share_range(
+        &self,
+        fh_in: u64,
+        off_in: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> Result<Option<u64>, FsError> {
+        if off_in != off_out {
+            return Ok(None);
+        }
+        let (src, dst) = (self.file_of(fh_in)?, self.file_of(fh_out)?);
+        if Arc::ptr_eq(&src, &dst) {
+            return Ok(None);
+        }
+        // Both files stay locked until the destination's transaction is
+        // written, so no change to the source can release a chunk first;
+        // locking in inode order keeps two opposite copies from deadlocking.
+        let src_ino = lock(&src.state).ino;
+        let dst_ino = lock(&dst.state).ino;
+        let src_first = src_ino < dst_ino;
+        let (mut s, d) = if src_first {
+            let s = self.settle(&src);
+            (s, self.settle(&dst))
+        } else {
+            let d = self.settle(&dst);
+            (self.settle(&src), d)
+        };
+        let mut d = d;
+        if s.is_dirty() {
+            s.commit(self, true)?;
+        }
+        if !d.ends_clean_at(off_out) {
+            return Ok(None);
+        }
+        let Some((entries, end)) = s.shareable(off_in, len) else { return Ok(None) };
+        d.append_shared(self, &entries, end)?;
+        Ok(Some(end - off_in))
     }
 
     /// Writes zeros over `off..end` (fallocate's punch and zero modes), a

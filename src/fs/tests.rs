@@ -379,3 +379,42 @@ fn compaction_returns_dead_space_and_keeps_live_chunks() {
     let ino = d.lookup(ROOT_INO, b"kept").unwrap().ino;
     assert_reopened_matches_and_clean(&d, ino, &keep);
 }
+
+#[test]
+fn copy_range_shares_whole_chunks_and_copies_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let bytes = data(200_000, 17);
+    let (src, fh) = d.create(ME, ROOT_INO, b"src", 0o644).unwrap();
+    d.write(fh, 0, &bytes).unwrap();
+    d.release(fh).unwrap();
+    let src_fh = d.open(src.ino).unwrap();
+    let (dst, dst_fh) = d.create(ME, ROOT_INO, b"dst", 0o644).unwrap();
+    // A whole-file copy into an empty file shares every chunk: it reads none.
+    assert_eq!(d.copy_range(src_fh, 0, dst_fh, 0, 1 << 30).unwrap(), bytes.len() as u64);
+    let ids: Vec<crate::chunk::ChunkId> = lock(&d.file_of(src_fh).unwrap().state).manifest().iter().map(|e| e.id).collect();
+    assert!(ids.iter().all(|id| !d.cache.contains(id)), "a shared copy decrypted a chunk");
+    assert_eq!(lock(&d.file_of(dst_fh).unwrap().state).manifest(), lock(&d.file_of(src_fh).unwrap().state).manifest());
+    let s = d.store().stats().unwrap();
+    assert_eq!(s.chunk_refs, 2 * s.chunks, "{s:?}");
+    // From inside a chunk, or onto a destination that does not end there:
+    // the bytes are copied.
+    let (_, part_fh) = d.create(ME, ROOT_INO, b"part", 0o644).unwrap();
+    assert_eq!(d.copy_range(src_fh, 1001, part_fh, 7, 50_000).unwrap(), 50_000);
+    d.release(part_fh).unwrap();
+    let mut part = vec![0u8; 7];
+    part.extend_from_slice(&bytes[1001..51_001]);
+    d.release(src_fh).unwrap();
+    d.release(dst_fh).unwrap();
+    assert_reopened_matches_and_clean(&d, dst.ino, &bytes);
+    let part_ino = d.lookup(ROOT_INO, b"part").unwrap().ino;
+    assert_reopened_matches_and_clean(&d, part_ino, &part);
+    // The copy keeps every chunk it shares after the source goes, and
+    // gives them back when it goes too.
+    d.unlink(ROOT_INO, b"src").unwrap();
+    assert_reopened_matches_and_clean(&d, dst.ino, &bytes);
+    d.unlink(ROOT_INO, b"dst").unwrap();
+    d.unlink(ROOT_INO, b"part").unwrap();
+    assert_eq!(d.store().stats().unwrap().chunks, 0);
+    assert!(d.store().fsck(false).unwrap().clean());
+}
