@@ -392,7 +392,8 @@ fn copy_range_shares_whole_chunks_and_copies_the_rest() {
     let (dst, dst_fh) = d.create(ME, ROOT_INO, b"dst", 0o644).unwrap();
     // A whole-file copy into an empty file shares every chunk: it reads none.
     assert_eq!(d.copy_range(src_fh, 0, dst_fh, 0, 1 << 30).unwrap(), bytes.len() as u64);
-    let ids: Vec<crate::chunk::ChunkId> = lock(&d.file_of(src_fh).unwrap().state).manifest().iter().map(|e| e.id).collect();
+    let ids: Vec<crate::chunk::ChunkId> =
+        lock(&d.file_of(src_fh).unwrap().state).manifest().iter().map(|e| e.id).collect();
     assert!(ids.iter().all(|id| !d.cache.contains(id)), "a shared copy decrypted a chunk");
     assert_eq!(lock(&d.file_of(dst_fh).unwrap().state).manifest(), lock(&d.file_of(src_fh).unwrap().state).manifest());
     let s = d.store().stats().unwrap();
