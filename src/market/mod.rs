@@ -140,6 +140,10 @@ pub struct Agent {
     /// Replicas given to newcomers, and in all (explore_share).
     explored: Mutex<(u64, u64)>,
     last_payment: Mutex<Option<Instant>>,
+    /// Providers whose last payment failed, and when to try them again
+    /// (sooner than the next interval: a node that just started may not
+    /// reach them yet).
+    pay_retry: Mutex<(Option<Instant>, std::collections::BTreeSet<NodeKey>)>,
     /// The last reason each provider's ask was refused (to log it once).
     refused_asks: Mutex<HashMap<PeerId, String>>,
     /// Monthly cost of the bids awaiting an answer.
@@ -199,6 +203,7 @@ impl Agent {
             status: Mutex::default(),
             explored: Mutex::default(),
             last_payment: Mutex::default(),
+            pay_retry: Mutex::default(),
             in_flight: budget::InFlight::default(),
             refused_asks: Mutex::default(),
             bid_blocked: Mutex::default(),

@@ -10,20 +10,32 @@ use crate::codec;
 use crate::ledger::Event;
 use crate::net::{Request, Response, peer_id_of};
 use crate::promise::{Cheque, NodeKey, STATEMENT_V1, credits, unix_now};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// How soon a provider a payment pass could not pay is tried again.
+const PAY_RETRY: Duration = Duration::from_secs(60);
+
 impl Agent {
-    /// Pays what is due, if a payment interval has passed.
+    /// Pays what is due, if a payment interval has passed; between
+    /// intervals, tries again the providers a pass could not pay.
     pub(super) async fn pay_due(&self) {
         let interval = Duration::from_secs(self.config().payment_interval.max(1));
-        {
+        let only: Option<BTreeSet<NodeKey>> = {
             let mut last = lock(&self.last_payment);
             if last.is_some_and(|t| t.elapsed() < interval) {
-                return;
+                let mut retry = lock(&self.pay_retry);
+                if retry.1.is_empty() || retry.0.is_some_and(|t| t.elapsed() < PAY_RETRY) {
+                    return;
+                }
+                retry.0 = Some(Instant::now());
+                Some(std::mem::take(&mut retry.1))
+            } else {
+                *last = Some(Instant::now());
+                lock(&self.pay_retry).1.clear();
+                None
             }
-            *last = Some(Instant::now());
-        }
+        };
         let now = unix_now();
         let mut earned: BTreeMap<NodeKey, u64> = BTreeMap::new();
         self.save_retrieved().await;
@@ -31,9 +43,15 @@ impl Agent {
             let e = if h.is_storage() { h.accrued(now) } else { self.retrieval_earned(h) };
             *earned.entry(h.provider()).or_default() += e;
         }
+        if let Some(only) = &only {
+            earned.retain(|p, _| only.contains(p));
+        }
         for (provider, earned) in earned {
             if let Err(e) = self.pay(provider, earned, now).await {
-                tracing::warn!(provider = ?provider, cause = %e, "payment not made");
+                tracing::warn!(provider = ?provider, cause = %e, retry_in = ?PAY_RETRY, "payment not made");
+                let mut retry = lock(&self.pay_retry);
+                retry.0 = Some(Instant::now());
+                retry.1.insert(provider);
             }
         }
     }

@@ -26,6 +26,7 @@ mod market;
 mod market_ledger;
 mod node;
 mod partition;
+mod payments;
 mod placement;
 mod repair;
 mod restart;
