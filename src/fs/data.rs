@@ -354,6 +354,45 @@ impl FileState {
         self.commit(drive, true)
     }
 
+    /// Makes `[off, end)` a hole (fallocate's punch; the size stays): the
+    /// chunks wholly inside leave the manifest, and of a chunk the hole cuts
+    /// only the bytes outside it stay, as dirty bytes to be re-cut. Callers
+    /// settle in-flight jobs first.
+    pub fn punch(&mut self, drive: &Drive, off: u64, end: u64) -> Result<(), FsError> {
+        let end = end.min(self.size);
+        if off >= end {
+            return Ok(());
+        }
+        let i = self.manifest.partition_point(|e| e.end() <= off);
+        let j = self.manifest.partition_point(|e| e.offset < end);
+        // Read the surviving edges before changing anything.
+        let mut parts: Vec<(u64, Vec<u8>)> = Vec::new();
+        for e in &self.manifest[i..j] {
+            if e.offset < off || e.end() > end {
+                let plain = drive.plaintext(e)?;
+                if e.offset < off {
+                    parts.push((e.offset, plain[..(off - e.offset) as usize].to_vec()));
+                }
+                if e.end() > end {
+                    parts.push((end, plain[(end - e.offset) as usize..].to_vec()));
+                }
+            }
+        }
+        self.overlay.remove_range(off, end);
+        let gone: Vec<ManifestEntry> = self.manifest.splice(i..j, []).collect();
+        self.removed.extend(gone);
+        for (at, mut bytes) in parts {
+            // Newer dirty bytes over the edge win.
+            self.overlay.read_into(at, &mut bytes);
+            self.overlay.insert(at, &bytes);
+        }
+        self.meta_dirty = true;
+        let now = Stamp::now();
+        self.mtime = Some(now);
+        self.ctime = Some(now);
+        self.commit(drive, true)
+    }
+
     /// Cuts dirty bytes into chunks and writes them with the manifest and
     /// the inode in one transaction. With `final_cut` false, a last chunk
     /// that ends at the end of the file and holds only new bytes stays
@@ -444,8 +483,11 @@ impl FileState {
         let start = self.recut_start(ds).max(floor);
         let mut sealed = Vec::new();
         let mut pos = start;
+        // A hole right after the dirty bytes stays a hole: the last chunk
+        // ends where they do instead of taking in zeros past them.
+        let hole_at = (de < self.size && !self.has_data(de)).then_some(de);
         loop {
-            let window_end = self.size.min(de.max(pos) + 2 * max);
+            let window_end = self.size.min(de.max(pos) + 2 * max).min(hole_at.unwrap_or(u64::MAX));
             if pos >= window_end {
                 return Ok((start, pos, sealed));
             }
@@ -465,7 +507,7 @@ impl FileState {
             let mut rewindow = false;
             for len in drive.chunker.cut_lengths(window) {
                 let b = a + len as u64;
-                if b == window_end && window_end < self.size {
+                if b == window_end && window_end < self.size && hole_at != Some(b) {
                     rewindow = true;
                     break;
                 }
@@ -504,6 +546,13 @@ impl FileState {
             return self.manifest[i - 1].offset;
         }
         ds
+    }
+
+    /// True when any chunk, streamed job or dirty range holds byte `at`.
+    fn has_data(&self, at: u64) -> bool {
+        self.has_old_bytes(at, at + 1)
+            || self.overlay.overlaps(at, at + 1)
+            || self.inflight.iter().any(|j| j.start <= at && at < j.end())
     }
 
     /// True when an old chunk spans across `at`.

@@ -522,7 +522,8 @@ impl Filesystem for PactFs {
     ) {
         // Space is not reserved ahead (chunks are content-addressed and
         // deduplicated, so zeros cost almost nothing): preallocation only
-        // sets the size, and punching or zeroing a range writes zeros.
+        // sets the size, a punched range becomes a hole and a zeroed one
+        // is written with zeros.
         const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
@@ -533,7 +534,9 @@ impl Filesystem for PactFs {
         let r = self.drive.getattr(ino.0).and_then(|i| {
             let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
             let keep = mode & KEEP != 0;
-            if mode & (PUNCH | ZERO) != 0 {
+            if mode & PUNCH != 0 {
+                self.drive.punch(fh.0, offset, end)?;
+            } else if mode & ZERO != 0 {
                 let zero_end = if keep { end.min(i.size) } else { end };
                 self.drive.write_zeros(fh.0, offset, zero_end)?;
             } else if !keep && end > i.size {

@@ -553,7 +553,14 @@ impl Drive {
         Ok(Some(end - off_in))
     }
 
-    /// Writes zeros over `off..end` (fallocate's punch and zero modes), a
+    /// fallocate's punch: `off..end` becomes a hole that reads as zeros
+    /// (see [`FileState::punch`]).
+    pub fn punch(&self, fh: u64, off: u64, end: u64) -> Result<(), FsError> {
+        let cell = self.file_of(fh)?;
+        self.settle(&cell).punch(self, off, end)
+    }
+
+    /// Writes zeros over `off..end` (fallocate's zero-range mode), a
     /// block at a time so that a large range never sits in memory at once.
     pub fn write_zeros(&self, fh: u64, off: u64, end: u64) -> Result<(), FsError> {
         const BLOCK: usize = 1024 * 1024;

@@ -712,3 +712,37 @@ fn copy_file_range_copies_inside_the_drive() {
     let log = fs::read_to_string(d.home.join("pactfs.log")).unwrap();
     assert!(!log.contains("Not Implemented]"), "a call reached fuser's default handler:\n{log}");
 }
+
+#[test]
+fn punching_a_hole_drops_whole_chunks() {
+    let mut d = Drive::new();
+    d.mount();
+    let f = d.path("image");
+    let mut model = test_data(71, 16 * MIB);
+    fs::write(&f, &model).unwrap();
+    let file = OpenOptions::new().read(true).write(true).open(&f).unwrap();
+    let blocks_before = file.metadata().unwrap().blocks();
+    let (off, len) = (2 * MIB as u64 + 12_345, 12 * MIB as u64);
+    // A write still dirty inside the range goes with it.
+    file.write_all_at(&test_data(72, 5000), off + 100).unwrap();
+    fallocate(&file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len);
+    model[off as usize..(off + len) as usize].fill(0);
+    let check = |file: &File| {
+        assert_eq!(file.metadata().unwrap().len(), 16 * MIB as u64, "a punch keeps the size");
+        assert_eq!(seek(file, 0, libc::SEEK_HOLE).unwrap(), off, "the hole starts where the punch did");
+        assert_eq!(seek(file, off as i64, libc::SEEK_DATA).unwrap(), off + len, "data again where it ended");
+    };
+    check(&file);
+    let blocks_after = file.metadata().unwrap().blocks();
+    assert!(
+        blocks_after * 512 + 11 * MIB as u64 <= blocks_before * 512,
+        "st_blocks went from {blocks_before} to {blocks_after}: the punched chunks still count"
+    );
+    drop(file);
+    assert_file(&f, &model);
+    d.unmount();
+    d.mount();
+    assert_file(&d.path("image"), &model);
+    check(&File::open(d.path("image")).unwrap());
+    d.unmount();
+}
