@@ -41,6 +41,10 @@ pub const MAX_STREAMS: usize = 4;
 pub const DEPTH: usize = 8;
 /// How long one request may take (a 16 MiB chunk over a slow link included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// Tries of one request over streams that break before answering.
+const TRIES: u32 = 4;
+/// The pause before the second try; each later one waits four times longer.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// How long a peer that refused the bulk protocol is reached through
 /// request-response before bulk is tried again (it may restart as a
 /// provider, or with a newer pactfs).
@@ -238,8 +242,12 @@ impl Client {
     }
 
     /// Sends `req` to `peer` and waits for its answer. A stream that breaks
-    /// before answering (a reset on opening, a closed connection) costs one
-    /// more try on another stream: puts and gets can be repeated.
+    /// before answering (a reset on opening, a closed connection) costs
+    /// another try on another stream, up to [`TRIES`], each after a longer
+    /// pause: puts and gets can be repeated. The pauses matter because
+    /// libp2p-stream drops an inbound stream when the provider's accept
+    /// loop has not yet taken the one before (a busy machine, several
+    /// streams opened at once), and the new stream ends at once.
     pub async fn request(&self, peer: PeerId, req: Request) -> Result<Response, Failed> {
         {
             let mut unsupported = lock(&self.unsupported);
@@ -271,9 +279,11 @@ impl Client {
                     Err(_) => return Err(fail(format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))),
                 },
             };
-            if tries == 2 {
+            if tries == TRIES {
                 return Err(fail(last));
             }
+            tracing::debug!(%peer, tries, cause = %last, "bulk request tried again");
+            tokio::time::sleep(RETRY_PAUSE * 4u32.pow(tries - 1)).await;
             conn = match self.conn(peer).await {
                 Ok(c) => c,
                 Err(_) => return Err(fail(last)),

@@ -410,7 +410,8 @@ impl EventLoop {
                     self.peers.add_addrs(peer_id, [endpoint.get_remote_address().clone()]);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, num_established, cause, .. } => {
+                tracing::debug!(peer = %peer_id, left = num_established, cause = ?cause, "connection closed");
                 self.peers.entry(peer_id).connections = num_established as usize;
             }
             SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
