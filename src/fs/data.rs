@@ -327,24 +327,7 @@ impl FileState {
             return Err(FsError::TooBig);
         }
         if size < self.size {
-            self.overlay.truncate(size);
-            let mut keep = Vec::with_capacity(self.manifest.len());
-            for e in std::mem::take(&mut self.manifest) {
-                if e.end() <= size {
-                    keep.push(e);
-                } else if e.offset < size {
-                    // Keep the surviving head as dirty bytes, under any newer
-                    // dirty bytes already there.
-                    let plain = drive.plaintext(&e)?;
-                    let mut head = plain[..(size - e.offset) as usize].to_vec();
-                    self.overlay.read_into(e.offset, &mut head);
-                    self.overlay.insert(e.offset, &head);
-                    self.removed.push(e);
-                } else {
-                    self.removed.push(e);
-                }
-            }
-            self.manifest = keep;
+            self.cut_out(drive, size, u64::MAX)?;
         }
         self.size = size;
         self.meta_dirty = true;
@@ -354,18 +337,30 @@ impl FileState {
         self.commit(drive, true)
     }
 
-    /// Makes `[off, end)` a hole (fallocate's punch; the size stays): the
-    /// chunks wholly inside leave the manifest, and of a chunk the hole cuts
-    /// only the bytes outside it stay, as dirty bytes to be re-cut. Callers
-    /// settle in-flight jobs first.
+    /// Makes `[off, end)` a hole (fallocate's punch; the size stays), see
+    /// [`FileState::cut_out`]. Callers settle in-flight jobs first.
     pub fn punch(&mut self, drive: &Drive, off: u64, end: u64) -> Result<(), FsError> {
         let end = end.min(self.size);
         if off >= end {
             return Ok(());
         }
+        self.cut_out(drive, off, end)?;
+        self.meta_dirty = true;
+        let now = Stamp::now();
+        self.mtime = Some(now);
+        self.ctime = Some(now);
+        self.commit(drive, true)
+    }
+
+    /// Takes `[off, end)` out of the file's data (a truncate's tail, a
+    /// punched hole): dirty bytes there go, chunks wholly inside leave the
+    /// manifest (released at the commit), and of a chunk the range cuts only
+    /// the bytes outside it stay, as dirty bytes under any newer ones. The
+    /// edges are read before anything changes, so a chunk that cannot be
+    /// read leaves the state as it was.
+    fn cut_out(&mut self, drive: &Drive, off: u64, end: u64) -> Result<(), FsError> {
         let i = self.manifest.partition_point(|e| e.end() <= off);
         let j = self.manifest.partition_point(|e| e.offset < end);
-        // Read the surviving edges before changing anything.
         let mut parts: Vec<(u64, Vec<u8>)> = Vec::new();
         for e in &self.manifest[i..j] {
             if e.offset < off || e.end() > end {
@@ -382,15 +377,10 @@ impl FileState {
         let gone: Vec<ManifestEntry> = self.manifest.splice(i..j, []).collect();
         self.removed.extend(gone);
         for (at, mut bytes) in parts {
-            // Newer dirty bytes over the edge win.
             self.overlay.read_into(at, &mut bytes);
             self.overlay.insert(at, &bytes);
         }
-        self.meta_dirty = true;
-        let now = Stamp::now();
-        self.mtime = Some(now);
-        self.ctime = Some(now);
-        self.commit(drive, true)
+        Ok(())
     }
 
     /// Cuts dirty bytes into chunks and writes them with the manifest and

@@ -534,14 +534,13 @@ impl Drive {
         let src_ino = lock(&src.state).ino;
         let dst_ino = lock(&dst.state).ino;
         let src_first = src_ino < dst_ino;
-        let (mut s, d) = if src_first {
+        let (mut s, mut d) = if src_first {
             let s = self.settle(&src);
             (s, self.settle(&dst))
         } else {
             let d = self.settle(&dst);
             (self.settle(&src), d)
         };
-        let mut d = d;
         if s.is_dirty() {
             s.commit(self, true)?;
         }

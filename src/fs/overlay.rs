@@ -174,11 +174,6 @@ impl Overlay {
         }
     }
 
-    /// Drops everything at or beyond `size`.
-    pub fn truncate(&mut self, size: u64) {
-        self.remove_range(size, u64::MAX);
-    }
-
     /// Groups of dirty ranges, merging ranges closer than `gap` bytes.
     pub fn clusters(&self, gap: u64) -> Vec<(u64, u64)> {
         let mut out: Vec<(u64, u64)> = Vec::new();
@@ -228,7 +223,7 @@ mod tests {
         o.remove_range(3, 5);
         assert_eq!(o.clusters(0), vec![(0, 3), (5, 10)]);
         assert_eq!(o.bytes(), 8);
-        o.truncate(7);
+        o.remove_range(7, u64::MAX);
         assert_eq!(o.clusters(0), vec![(0, 3), (5, 7)]);
         assert_eq!(read(&o, 0, 10), b"012\x00\x0056\x00\x00\x00");
         assert_eq!(o.clusters(2), vec![(0, 7)]);
