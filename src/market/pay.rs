@@ -16,6 +16,20 @@ use std::time::{Duration, Instant};
 /// How soon a provider a payment pass could not pay is tried again.
 const PAY_RETRY: Duration = Duration::from_secs(60);
 
+/// Why a provider was not paid.
+enum PayFailure {
+    /// The request did not get through: worth another try soon.
+    Unreachable(String),
+    /// Refused, answered wrongly, or our own store failed.
+    Other(String),
+}
+
+impl From<String> for PayFailure {
+    fn from(why: String) -> PayFailure {
+        PayFailure::Other(why)
+    }
+}
+
 impl Agent {
     /// Pays what is due, if a payment interval has passed; between
     /// intervals, tries again the providers a pass could not pay.
@@ -47,16 +61,22 @@ impl Agent {
             earned.retain(|p, _| only.contains(p));
         }
         for (provider, earned) in earned {
-            if let Err(e) = self.pay(provider, earned, now).await {
-                tracing::warn!(provider = ?provider, cause = %e, retry_in = ?PAY_RETRY, "payment not made");
-                let mut retry = lock(&self.pay_retry);
-                retry.0 = Some(Instant::now());
-                retry.1.insert(provider);
+            match self.pay(provider, earned, now).await {
+                Ok(()) => {}
+                // Only a provider we could not reach is tried again soon: a
+                // refusal would be refused again.
+                Err(PayFailure::Unreachable(e)) => {
+                    tracing::warn!(provider = ?provider, cause = %e, retry_in = ?PAY_RETRY, "payment not made");
+                    let mut retry = lock(&self.pay_retry);
+                    retry.0 = Some(Instant::now());
+                    retry.1.insert(provider);
+                }
+                Err(PayFailure::Other(e)) => tracing::warn!(provider = ?provider, cause = %e, "payment not made"),
             }
         }
     }
 
-    async fn pay(&self, provider: NodeKey, earned: u64, now: u64) -> Result<(), String> {
+    async fn pay(&self, provider: NodeKey, earned: u64, now: u64) -> Result<(), PayFailure> {
         let last = self.on_store(move |s| held::last_paid(s, &provider)).await?;
         let paid = last.as_ref().map_or(0, |c| c.body.total);
         let due = earned.saturating_sub(paid);
@@ -86,15 +106,15 @@ impl Agent {
             seq: last.as_ref().map_or(1, |c| c.body.seq + 1),
             at: now,
         });
-        let peer = peer_id_of(&provider).ok_or("not a valid provider key")?;
+        let peer = peer_id_of(&provider).ok_or("not a valid provider key".to_string())?;
         let ack = match self.net.request(peer, Request::Pay(cheque.clone())).await {
             Ok(Response::Paid(ack)) => ack,
-            Ok(Response::Refused(r)) => return Err(format!("cheque refused: {}", r.message)),
-            Ok(other) => return Err(format!("unexpected answer {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(Response::Refused(r)) => return Err(PayFailure::Other(format!("cheque refused: {}", r.message))),
+            Ok(other) => return Err(PayFailure::Other(format!("unexpected answer {other:?}"))),
+            Err(e) => return Err(PayFailure::Unreachable(e.to_string())),
         };
         if ack.verify_by(&provider).is_err() || ack.body.total != cheque.body.total || ack.body.client != self.me {
-            return Err("the provider's acknowledgement does not match the cheque".into());
+            return Err(PayFailure::Other("the provider's acknowledgement does not match the cheque".into()));
         }
         let c = cheque.clone();
         let m = month.clone();
