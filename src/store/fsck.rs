@@ -74,11 +74,9 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         if orphan {
             note(&mut report, format!("inode {ino} is not in any directory"));
             batch.delete_cf(store.cf("inodes"), records::ino_key(*ino));
-            batch.delete_range_cf(
-                store.cf("manifests"),
-                records::manifest_key(*ino, 0),
-                records::manifest_key(*ino + 1, 0),
-            );
+            for item in store.prefix_iter("manifests", &ino.to_be_bytes()) {
+                batch.delete_cf(store.cf("manifests"), item?.0);
+            }
             continue;
         }
         let want = match inode.kind {

@@ -151,11 +151,8 @@ impl Store {
     /// The inodes pinned with `pactfs pin`.
     pub fn pinned_inodes(&self) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.prefix_iterator_cf(self.cf("meta"), PIN_PREFIX) {
+        for item in self.prefix_iter("meta", PIN_PREFIX) {
             let (k, _) = item?;
-            if !k.starts_with(PIN_PREFIX) {
-                break;
-            }
             if let Some(ino) = records::parse_u64(&k[PIN_PREFIX.len()..]) {
                 out.push(ino);
             }

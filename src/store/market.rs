@@ -4,7 +4,7 @@
 
 use super::{Store, StoreError};
 use crate::chunk::ChunkId;
-use rocksdb::{Direction, IteratorMode, WriteBatch};
+use rocksdb::{IteratorMode, WriteBatch};
 
 /// A record's key and value, as stored.
 pub type RawRecord = (Vec<u8>, Vec<u8>);
@@ -72,11 +72,8 @@ impl Store {
     /// Every market record whose key starts with `prefix`.
     pub fn market_scan(&self, prefix: &[u8]) -> Result<Vec<RawRecord>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf("market"), IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self.prefix_iter("market", prefix) {
             let (k, v) = item?;
-            if !k.starts_with(prefix) {
-                break;
-            }
             out.push((k.to_vec(), v.to_vec()));
         }
         Ok(out)

@@ -54,7 +54,7 @@ pub use txn::Txn;
 use crate::chunk::{ChunkId, ManifestEntry};
 use crate::codec::CodecError;
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+    ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -317,24 +317,28 @@ impl Store {
         ino: u64,
         mut decode: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let prefix = ino.to_be_bytes();
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward)) {
+        for item in self.prefix_iter(cf, &ino.to_be_bytes()) {
             let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
             out.push(decode(&k[8..], &v)?);
         }
         Ok(out)
     }
 
+    /// The entries of `cf` whose keys start with `prefix`, in key order.
+    /// Bounded at both ends so that RocksDB never steps over deleted keys
+    /// outside the prefix: after a mass delete (`rm -rf`) an unbounded seek
+    /// walks the whole run of tombstones that follows, on every lookup.
+    pub(crate) fn prefix_iter(&self, cf: &str, prefix: &[u8]) -> rocksdb::DBIterator<'_> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_range(rocksdb::PrefixRange(prefix));
+        self.db.iterator_cf_opt(self.cf(cf), ro, IteratorMode::Start)
+    }
+
     /// True when directory `parent` has at least one entry.
     pub fn dir_has_entries(&self, parent: u64) -> Result<bool, StoreError> {
-        let prefix = parent.to_be_bytes();
-        let mut iter = self.db.iterator_cf(self.cf("dirents"), IteratorMode::From(&prefix, Direction::Forward));
-        match iter.next() {
-            Some(item) => Ok(item?.0.starts_with(&prefix)),
+        match self.prefix_iter("dirents", &parent.to_be_bytes()).next() {
+            Some(item) => item.map(|_| true).map_err(StoreError::from),
             None => Ok(false),
         }
     }

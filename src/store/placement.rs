@@ -62,11 +62,8 @@ impl Store {
     /// The node keys holding a replica of `id`.
     pub fn replica_holders(&self, id: &ChunkId) -> Result<Vec<[u8; 32]>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf("replicas"), IteratorMode::From(&id.0, Direction::Forward)) {
+        for item in self.prefix_iter("replicas", &id.0) {
             let (k, _) = item?;
-            if !k.starts_with(&id.0) {
-                break;
-            }
             if let Ok(h) = <[u8; 32]>::try_from(&k[32..]) {
                 out.push(h);
             }

@@ -167,12 +167,8 @@ impl Store {
         let prefix = no.to_be_bytes();
         // (chunk, old offset, new pack, new offset, length)
         let mut copies: Vec<(ChunkId, u64, u32, u64, u32)> = Vec::new();
-        for item in self.db.iterator_cf(self.cf("pack_index"), IteratorMode::From(&prefix, rocksdb::Direction::Forward))
-        {
-            let (k, v) = item?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
+        for item in self.prefix_iter("pack_index", &prefix) {
+            let (_, v) = item?;
             let Some(id) = records::decode_chunk_id(&v) else { continue };
             let Some(rec) = self.chunk(&id)?.filter(|r| r.pack == no) else { continue };
             let body = self.packs.read(rec.pack, rec.offset, rec.len)?;

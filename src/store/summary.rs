@@ -87,12 +87,8 @@ impl Store {
     /// in one pass over the chunk's `replicas` entries.
     pub fn replica_receipts(&self, id: &ChunkId) -> Result<Receipts, StoreError> {
         let mut out = Vec::new();
-        let from = IteratorMode::From(&id.0, rocksdb::Direction::Forward);
-        for item in self.db.iterator_cf(self.cf("replicas"), from) {
+        for item in self.prefix_iter("replicas", &id.0) {
             let (k, v) = item?;
-            if !k.starts_with(&id.0) {
-                break;
-            }
             if let Ok(holder) = <[u8; 32]>::try_from(&k[32..]) {
                 out.push((holder, v.to_vec()));
             }
