@@ -560,7 +560,11 @@ impl FileState {
     /// The file's bytes in `[off, end)`: old chunks, then dirty bytes on
     /// top; holes read as zeros.
     fn materialize(&self, drive: &Drive, off: u64, end: u64) -> Result<Vec<u8>, FsError> {
-        let mut buf = vec![0u8; (end - off) as usize];
+        // Built by appending, chunk after chunk in file order, so only the
+        // holes between them are zeroed (a read across a chunk boundary is
+        // the common case of a sequential reader).
+        let len = (end - off) as usize;
+        let mut buf = Vec::with_capacity(len);
         let i = self.manifest.partition_point(|e| e.end() <= off);
         let j = self.manifest.partition_point(|e| e.offset < end);
         for k in i..j {
@@ -571,9 +575,10 @@ impl FileState {
             let plain = drive.plaintext(&e)?;
             let a = e.offset.max(off);
             let b = e.end().min(end);
-            buf[(a - off) as usize..(b - off) as usize]
-                .copy_from_slice(&plain[(a - e.offset) as usize..(b - e.offset) as usize]);
+            buf.resize((a - off) as usize, 0);
+            buf.extend_from_slice(&plain[(a - e.offset) as usize..(b - e.offset) as usize]);
         }
+        buf.resize(len, 0);
         for job in &self.inflight {
             let a = job.start.max(off);
             let b = job.end().min(end);

@@ -70,7 +70,7 @@ struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    fn new() -> AlignedBuf {
+    const fn new() -> AlignedBuf {
         AlignedBuf { raw: Vec::new(), start: 0 }
     }
 
@@ -100,11 +100,26 @@ fn read_direct(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
     let start = offset - offset % ALIGN as u64;
     let skip = (offset - start) as usize;
     let span = round_up(skip + len);
-    let mut buf = AlignedBuf::new();
-    let b = buf.get(span);
-    file.read_exact_at(b, start).ok()?;
-    Some(b[skip..skip + len].to_vec())
+    let read = |buf: &mut AlignedBuf| {
+        let b = buf.get(span);
+        file.read_exact_at(b, start).ok()?;
+        Some(b[skip..skip + len].to_vec())
+    };
+    if span > KEPT_SPAN_MAX {
+        return read(&mut AlignedBuf::new());
+    }
+    // One staging span per thread, kept between reads: zeroing a fresh
+    // span for every chunk served cost a provider about as much CPU as
+    // the copy out of it.
+    thread_local! {
+        static SPAN: std::cell::RefCell<AlignedBuf> = const { std::cell::RefCell::new(AlignedBuf::new()) };
+    }
+    SPAN.with_borrow_mut(read)
 }
+
+/// Largest staging span a thread keeps between direct reads (a chunk of
+/// the default maximum size fits).
+const KEPT_SPAN_MAX: usize = 4 * 1024 * 1024 + 2 * ALIGN;
 
 /// Opens a new pack for writing, bypassing the page cache if the file
 /// system supports it, and writes its header block.

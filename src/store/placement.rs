@@ -156,8 +156,9 @@ mod tests {
         let store = Store::open(dir.path(), 0, 0).unwrap();
         store.set_direct_reads(true);
         // Odd sizes: bodies start 40 bytes into a 4 KiB block and end
-        // anywhere, so each read is a span around them.
-        let bodies: Vec<Vec<u8>> = [70_001usize, 65_536, 300_007, 1 << 20]
+        // anywhere, so each read is a span around them. The last is larger
+        // than the span a thread keeps between reads.
+        let bodies: Vec<Vec<u8>> = [70_001usize, 65_536, 300_007, 1 << 20, (5 << 20) + 3]
             .iter()
             .enumerate()
             .map(|(i, n)| crate::test_data::data(*n, i as u64))
@@ -165,7 +166,9 @@ mod tests {
         for b in &bodies {
             store.hold(&ChunkId::of(b), b).unwrap();
         }
-        for b in &bodies {
+        // Growing, then shrinking: a smaller read into the span a larger
+        // one left must return its own bytes only.
+        for b in bodies.iter().chain(bodies.iter().rev()) {
             assert_eq!(&store.chunk_body(&ChunkId::of(b)).unwrap(), b);
         }
     }
