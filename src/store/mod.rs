@@ -53,9 +53,7 @@ pub use txn::Txn;
 
 use crate::chunk::{ChunkId, ManifestEntry};
 use crate::codec::CodecError;
-use rocksdb::{
-    ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions,
-};
+use rocksdb::{ColumnFamilyDescriptor, DB, DBCompressionType, IteratorMode, Options, WriteBatch, WriteOptions};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};

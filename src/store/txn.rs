@@ -264,7 +264,12 @@ mod tests {
 
     fn entries(n: u64) -> Vec<ManifestEntry> {
         (0..n)
-            .map(|i| ManifestEntry { offset: i << 20, len: 1 << 20, id: ChunkId([i as u8; 32]), key: ChunkKey([0; 32]) })
+            .map(|i| ManifestEntry {
+                offset: i << 20,
+                len: 1 << 20,
+                id: ChunkId([i as u8; 32]),
+                key: ChunkKey([0; 32]),
+            })
             .collect()
     }
 
