@@ -74,9 +74,7 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
         if orphan {
             note(&mut report, format!("inode {ino} is not in any directory"));
             batch.delete_cf(store.cf("inodes"), records::ino_key(*ino));
-            for item in store.prefix_iter("manifests", &ino.to_be_bytes()) {
-                batch.delete_cf(store.cf("manifests"), item?.0);
-            }
+            store.delete_manifest(&mut batch, *ino)?;
             continue;
         }
         let want = match inode.kind {

@@ -59,12 +59,7 @@ impl<'a> Txn<'a> {
     /// caller releases the manifest's chunk references.
     pub fn delete_inode(&mut self, ino: u64) -> Result<(), StoreError> {
         self.batch.delete_cf(self.store.cf("inodes"), records::ino_key(ino));
-        // Point deletes, not a range delete: every range tombstone in the
-        // memtable is re-fragmented on each later read of the column
-        // family, which made each unlink of an `rm -rf` slower than the last.
-        for item in self.store.prefix_iter("manifests", &ino.to_be_bytes()) {
-            self.batch.delete_cf(self.store.cf("manifests"), item?.0);
-        }
+        self.store.delete_manifest(&mut self.batch, ino)?;
         for name in self.store.xattr_names(ino)? {
             self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, &name));
         }
