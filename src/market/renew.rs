@@ -15,7 +15,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 /// A renewal that failed (the provider unreachable, refusing, too dear)
-/// is tried again after this long.
+/// is tried again after this long, or after a quarter of the renewal
+/// window when that is shorter, so a short window still gets retries.
 const RENEW_RETRY: Duration = Duration::from_secs(30);
 /// A promise left to lapse is not looked at again before it expires.
 const LAPSE_FOREVER: Duration = Duration::from_secs(100 * 365 * 86400);
@@ -78,7 +79,8 @@ impl Agent {
                 }
                 Err(Renewal::Failed(e)) => {
                     tracing::info!(promise = %hex(&id), cause = %e, "not renewed; will try again");
-                    lock(&self.renew_later).insert(id, Instant::now() + RENEW_RETRY);
+                    let retry = RENEW_RETRY.min(Duration::from_secs(window / 4)).max(Duration::from_secs(1));
+                    lock(&self.renew_later).insert(id, Instant::now() + retry);
                 }
             }
         }

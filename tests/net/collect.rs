@@ -1,4 +1,4 @@
-//! Collection with real processes and short promises (20 s, renewed 12 s
+//! Collection with real processes and short promises (40 s, renewed 12 s
 //! before the end): deleting files lets the promises of their chunks lapse
 //! (not renewed, nothing paid past their term) and the providers drop
 //! those chunks, while every chunk a remaining file still references
@@ -44,25 +44,29 @@ fn collect(mode: Mode) {
         "[market]\npromise_duration = \"40s\"\nrenew_window = \"12s\"\n",
     );
     c.wait_providers_known(PROVIDERS);
-    // First the data that stays, and what shares its chunks.
+    // First the data that stays, placed on its own: the promises made for
+    // it cover nothing else whatever the timing of the agent's passes (a
+    // promise covering only a deleted file's chunks rightly lapses).
     let keep = test_data(51, 6 * MIB);
+    write_synced(&c.client.path("keep"), &keep);
+    let out = ask(c.client_home(), &["sync", "--durable"]);
+    assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
+    let shared_promises = data_promise_ids(&c);
+    assert!(!shared_promises.is_empty(), "keep went under promises of its own");
+    let promise_ids_before = promise_ids(&c);
+    // Then what shares its chunks (a twin, a file with the same start) and
+    // data of its own, placed under promises of their own.
     let mut prefix = keep[..3 * MIB].to_vec();
     prefix.extend(test_data(52, 2 * MIB));
-    for (name, data) in [("keep", &keep), ("twin", &keep), ("prefix", &prefix)] {
+    for (name, data) in [("twin", &keep), ("prefix", &prefix), ("gone", &test_data(53, 3 * MIB))] {
         write_synced(&c.client.path(name), data);
     }
     let out = ask(c.client_home(), &["sync", "--durable"]);
     assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
-    let shared_promises = data_promise_ids(&c);
-    let promise_ids_before = promise_ids(&c);
-    // Then data of its own, placed under promises of its own.
-    write_synced(&c.client.path("gone"), &test_data(53, 3 * MIB));
-    let out = ask(c.client_home(), &["sync", "--durable"]);
-    assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
-    // Its data's promises, not those of the metadata placed after it
+    // The new data's promises, not those of the metadata placed after it
     // (snapshot parts lapse once superseded, sealed ledger ranges are kept).
     let gone_promises: BTreeSet<String> = data_promise_ids(&c).difference(&promise_ids_before).cloned().collect();
-    assert!(!gone_promises.is_empty(), "the second file went under new promises");
+    assert!(!gone_promises.is_empty(), "the new files' own chunks went under new promises");
 
     for name in ["twin", "prefix", "gone"] {
         fs::remove_file(c.client.path(name)).unwrap_or_else(|e| panic!("rm {name}: {e}"));
@@ -78,7 +82,7 @@ fn collect(mode: Mode) {
 
     // The promises of the deleted data lapse; those of shared chunks are
     // renewed; the providers end up holding exactly keep's replicas.
-    poll("the deleted file's promises to expire without renewal", || {
+    poll("the deleted files' own promises to expire without renewal", || {
         let all = json(&c, &["promises", "--json"]);
         let list = all.as_array().expect("array");
         let states: Vec<&str> =
