@@ -55,6 +55,7 @@ enum Command {
         allow_other: bool,
     },
     /// Flush and unmount the drive mounted at MOUNTPOINT.
+    #[command(visible_alias = "unmount")]
     Umount { mountpoint: PathBuf },
     /// Show what the drive holds: files, chunks, dedup, pending placement.
     Stats {

@@ -176,7 +176,15 @@ impl Agent {
             self.set_blocked(Some(why));
             return Ok(0);
         }
-        let plan = self.assign(&cfg, &batch, recorded, newcomers);
+        let unusable = out.len();
+        let mut plan = self.assign(&cfg, &batch, recorded, newcomers);
+        // Full providers and those skipped (too dear, too little
+        // reputation) both leave chunks waiting: say that the latter exist.
+        if let Some(why) = plan.blocked.as_mut()
+            && unusable > 0
+        {
+            why.push_str(&format!(" ({unusable} more known but not usable: see `pactfs market`)"));
+        }
         lock(&self.bid_blocked).take();
         let promised = self.bid_all(&cfg, plan.groups, &quotes).await;
         // Chunk-major uploads: each body is read once for all its targets.

@@ -196,6 +196,45 @@ fn a_budget_too_small_keeps_chunks_pending_until_it_is_raised() {
     });
 }
 
+#[test]
+fn too_few_usable_providers_says_which_exist_but_are_skipped() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    runtime().block_on(async {
+        // Replication 2, one provider within the price limit and one above it.
+        let mut addrs = Vec::new();
+        let mut handles = Vec::new();
+        for (i, price) in [MILLI, 20 * MILLI].into_iter().enumerate() {
+            let p = provider(dirs[i].path(), 1 + i as u8, price);
+            let h = start_node(1 + i as u8, Role::Provider, Some(p as Arc<dyn Service>), vec![]).await;
+            addrs.push(addr_of(&h).await);
+            handles.push(h);
+        }
+        let store = Arc::new(Store::open(dirs[2].path(), 0, 0).unwrap());
+        let body = crate::test_data::data(300_000, 8);
+        let id = ChunkId::of(&body);
+        let mut txn = store.begin();
+        txn.add_chunk_at(&id, &body, None).unwrap();
+        txn.commit(true).unwrap();
+        let client = start_node(9, Role::Client, None, addrs).await;
+        let agent = Arc::new(
+            Agent::new(store.clone(), client, Signer::from_seed(&[9; 32]), Mode::Market, config(), None).unwrap(),
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(agent.clone().run(stop_rx));
+        until("one replica placed and the rest reported blocked", || {
+            store.replica_holders(&id).unwrap().len() == 1
+                && agent.status().blocked.is_some_and(|b| {
+                    b.contains("1 more distinct providers with room")
+                        && b.contains("1 more known but not usable: see `pactfs market`")
+                })
+        })
+        .await;
+        assert_eq!(store.pending_ids(None, 10).unwrap(), vec![id], "under target: still pending");
+        stop_tx.send(true).unwrap();
+        let _ = task.await;
+    });
+}
+
 fn p_key(p: &Provider) -> [u8; 32] {
     p.node_key().0
 }

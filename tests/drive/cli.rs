@@ -105,7 +105,8 @@ fn control_socket_is_owner_only_and_survives_garbage() {
     assert_eq!(stats["files"], 0, "the node still answers: {stats}");
     fs::write(d.path("still-works"), b"yes").unwrap();
     assert_file(&d.path("still-works"), b"yes");
-    d.unmount();
+    // `unmount` is an alias of `umount` (the word people type).
+    d.unmount_as("unmount");
 }
 
 #[test]

@@ -146,9 +146,14 @@ impl Drive {
 
     /// `pactfs umount`: asserts success, that the mount is gone and the daemon exited.
     pub fn unmount(&mut self) {
+        self.unmount_as("umount");
+    }
+
+    /// As [`Drive::unmount`], through the subcommand `verb` (an alias).
+    pub fn unmount_as(&mut self, verb: &str) {
         let pid = self.pid.expect("unmount: the drive is not mounted");
         let mnt = self.mnt.to_str().unwrap().to_owned();
-        self.pactfs_ok(&["umount", &mnt]);
+        self.pactfs_ok(&[verb, &mnt]);
         assert!(!is_mounted(&self.mnt), "`pactfs umount` returned but {mnt} is still in /proc/self/mountinfo");
         wait_for(&format!("daemon pid {pid} to exit after `pactfs umount`"), WAIT_TIMEOUT, || process_gone(pid));
         self.pid = None;
