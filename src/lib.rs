@@ -14,12 +14,14 @@
 //! ledger   -> promise, codec
 //! store    -> chunk, codec
 //! promise  -> codec
-//! chunk, codec, config -> nothing of ours
+//! codec    -> bufpool                  (frame bodies are read into recycled buffers)
+//! bufpool, chunk, config -> nothing of ours
 //! ```
 //!
 //! Start reading at [`node::Node`] (how a mounted drive is assembled), then
 //! [`fs::Drive`] (the file system logic FUSE calls into).
 
+pub mod bufpool;
 pub mod chunk;
 pub mod cli;
 pub mod codec;

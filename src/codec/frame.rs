@@ -80,7 +80,8 @@ pub async fn read_next<R: AsyncRead + Unpin>(
     io.read_exact(&mut head[1..]).await.map_err(read_err)?;
     check_header(&head, version, limit_of)?;
     let (kind, len) = (head[1], u32::from_be_bytes([head[2], head[3], head[4], head[5]]) as usize);
-    let mut body = vec![0u8; len];
+    // Overwritten in full by read_exact (or dropped on error).
+    let mut body = crate::bufpool::take(len);
     io.read_exact(&mut body).await.map_err(read_err)?;
     Ok(Some((kind, body)))
 }

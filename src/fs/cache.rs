@@ -56,12 +56,14 @@ impl PlainCache {
         let len = plain.len();
         if let Some((old, _)) = inner.map.insert(id, (plain, tick)) {
             inner.bytes -= old.len();
+            recycle(old);
         }
         inner.bytes += len;
         while inner.bytes > CACHE_BYTES && inner.map.len() > 1 {
             let Some(victim) = inner.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) else { break };
             if let Some((old, _)) = inner.map.remove(&victim) {
                 inner.bytes -= old.len();
+                recycle(old);
             }
         }
     }
@@ -98,5 +100,13 @@ impl PlainCache {
         }
         drop(loading);
         self.get(id)
+    }
+}
+
+/// An evicted plaintext nobody else holds is the buffer of the next chunk
+/// read (the network reads into it).
+fn recycle(plain: Arc<Vec<u8>>) {
+    if let Ok(buf) = Arc::try_unwrap(plain) {
+        crate::bufpool::give(buf);
     }
 }

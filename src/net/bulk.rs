@@ -178,6 +178,8 @@ async fn serve_stream(
                 tracing::debug!(%peer, cause = %e, "bulk stream closed while answering");
                 return;
             }
+            // A chunk served: its buffer reads the next one.
+            parts.into_iter().for_each(crate::bufpool::give);
         }
         let _ = wr.close().await;
     };

@@ -221,7 +221,7 @@ impl Provider {
                 sold.stored_bytes -= len;
             }
         };
-        match self.store.hold(&id, &m.body) {
+        let answer = match self.store.hold(&id, &m.body) {
             Ok(new) => {
                 if new {
                     self.chunks.fetch_add(1, Ordering::Relaxed);
@@ -232,7 +232,10 @@ impl Provider {
                 unreserve();
                 internal(e)
             }
-        }
+        };
+        // Stored: the buffer reads the next chunk off the network.
+        crate::bufpool::give(m.body);
+        answer
     }
 
     fn receipt(&self, client: &NodeKey, promise: &[u8; 32], id: &ChunkId, len: usize) -> Response {

@@ -103,7 +103,9 @@ fn read_direct(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
     let read = |buf: &mut AlignedBuf| {
         let b = buf.get(span);
         file.read_exact_at(b, start).ok()?;
-        Some(b[skip..skip + len].to_vec())
+        let mut body = crate::bufpool::take(len);
+        body.copy_from_slice(&b[skip..skip + len]);
+        Some(body)
     };
     if span > KEPT_SPAN_MAX {
         return read(&mut AlignedBuf::new());
