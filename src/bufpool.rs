@@ -4,8 +4,9 @@
 //! read off the network into it, checked, decrypted in place, cached, then
 //! dropped when the cache evicts it. Allocating each one zeroed (the
 //! reader's API needs initialised bytes) and faulting its pages in again
-//! cost about 4 % of a cold read's CPU. Buffers that are done go back here
-//! ([`give`]) and the next body is read into one ([`take`]).
+//! showed in a cold read's profile as about 1.5 % of all CPU (the
+//! docs/architecture.md row has the figures). Buffers that are done go
+//! back here ([`give`]) and the next body is read into one ([`take`]).
 //!
 //! Only initialised bytes are ever exposed: a recycled buffer keeps its
 //! length, so [`take`] shortens it or zero-extends the gap past its old
