@@ -159,20 +159,8 @@ fn buys_pays_renews_and_lets_unneeded_promises_lapse() {
 fn a_budget_too_small_keeps_chunks_pending_until_it_is_raised() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     runtime().block_on(async {
-        let mut addrs = Vec::new();
-        let mut handles = Vec::new();
-        for (i, dir) in dirs.iter().take(2).enumerate() {
-            let p = provider(dir.path(), 1 + i as u8, MILLI);
-            let h = start_node(1 + i as u8, Role::Provider, Some(p as Arc<dyn Service>), vec![]).await;
-            addrs.push(addr_of(&h).await);
-            handles.push(h);
-        }
-        let store = Arc::new(Store::open(dirs[2].path(), 0, 0).unwrap());
-        let body = crate::test_data::data(300_000, 7);
-        let id = ChunkId::of(&body);
-        let mut txn = store.begin();
-        txn.add_chunk_at(&id, &body, None).unwrap();
-        txn.commit(true).unwrap();
+        let (_handles, addrs) = start_providers(&dirs[..2], &[MILLI, MILLI]).await;
+        let (store, id, body) = store_with_chunk(dirs[2].path(), 300_000, 7);
         let client = start_node(9, Role::Client, None, addrs).await;
         let mut cfg = config();
         cfg.credits_per_month = 0;
@@ -201,20 +189,8 @@ fn too_few_usable_providers_says_which_exist_but_are_skipped() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     runtime().block_on(async {
         // Replication 2, one provider within the price limit and one above it.
-        let mut addrs = Vec::new();
-        let mut handles = Vec::new();
-        for (i, price) in [MILLI, 20 * MILLI].into_iter().enumerate() {
-            let p = provider(dirs[i].path(), 1 + i as u8, price);
-            let h = start_node(1 + i as u8, Role::Provider, Some(p as Arc<dyn Service>), vec![]).await;
-            addrs.push(addr_of(&h).await);
-            handles.push(h);
-        }
-        let store = Arc::new(Store::open(dirs[2].path(), 0, 0).unwrap());
-        let body = crate::test_data::data(300_000, 8);
-        let id = ChunkId::of(&body);
-        let mut txn = store.begin();
-        txn.add_chunk_at(&id, &body, None).unwrap();
-        txn.commit(true).unwrap();
+        let (_handles, addrs) = start_providers(&dirs[..2], &[MILLI, 20 * MILLI]).await;
+        let (store, id, _) = store_with_chunk(dirs[2].path(), 300_000, 8);
         let client = start_node(9, Role::Client, None, addrs).await;
         let agent = Arc::new(
             Agent::new(store.clone(), client, Signer::from_seed(&[9; 32]), Mode::Market, config(), None).unwrap(),
@@ -233,6 +209,31 @@ fn too_few_usable_providers_says_which_exist_but_are_skipped() {
         stop_tx.send(true).unwrap();
         let _ = task.await;
     });
+}
+
+/// Providers asking `prices`, one per directory of `dirs` (seeds 1, 2, ...),
+/// running: their handles (kept alive by the caller) and addresses.
+async fn start_providers(dirs: &[tempfile::TempDir], prices: &[u64]) -> (Vec<NetHandle>, Vec<Multiaddr>) {
+    let (mut handles, mut addrs) = (Vec::new(), Vec::new());
+    for (i, (dir, price)) in dirs.iter().zip(prices).enumerate() {
+        let p = provider(dir.path(), 1 + i as u8, *price);
+        let h = start_node(1 + i as u8, Role::Provider, Some(p as Arc<dyn Service>), vec![]).await;
+        addrs.push(addr_of(&h).await);
+        handles.push(h);
+    }
+    (handles, addrs)
+}
+
+/// A client store in `dir` holding one chunk of `len` bytes, pending
+/// placement: the store, the chunk's id and its body.
+fn store_with_chunk(dir: &std::path::Path, len: usize, seed: u64) -> (Arc<Store>, ChunkId, Vec<u8>) {
+    let store = Arc::new(Store::open(dir, 0, 0).unwrap());
+    let body = crate::test_data::data(len, seed);
+    let id = ChunkId::of(&body);
+    let mut txn = store.begin();
+    txn.add_chunk_at(&id, &body, None).unwrap();
+    txn.commit(true).unwrap();
+    (store, id, body)
 }
 
 fn p_key(p: &Provider) -> [u8; 32] {
