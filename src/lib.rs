@@ -14,7 +14,7 @@
 //! ledger   -> promise, codec
 //! store    -> chunk, codec
 //! promise  -> codec
-//! codec    -> bufpool                  (frame bodies are read into recycled buffers)
+//! codec, net, store, provider, fs -> bufpool (recycled chunk-sized buffers)
 //! bufpool, chunk, config -> nothing of ours
 //! ```
 //!
