@@ -54,9 +54,17 @@ enum Command {
         #[arg(long)]
         allow_other: bool,
     },
-    /// Flush and unmount the drive mounted at MOUNTPOINT.
+    /// Flush and unmount the drive mounted at MOUNTPOINT. A drive in use (a
+    /// file open or a working directory under it) stays mounted: exit 1.
     #[command(visible_alias = "unmount")]
-    Umount { mountpoint: PathBuf },
+    Umount {
+        mountpoint: PathBuf,
+        /// If the drive is in use, detach it now: it leaves the mount table
+        /// at once, and the node flushes and exits when the last process
+        /// using it lets go (umount -l).
+        #[arg(long, short = 'l')]
+        lazy: bool,
+    },
     /// Show what the drive holds: files, chunks, dedup, pending placement.
     Stats {
         #[arg(long)]
@@ -288,7 +296,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Mount { mountpoint, foreground, allow_other } => {
             mount(&home, &mountpoint, foreground, MountOptions { allow_other })
         }
-        Command::Umount { mountpoint } => umount(&home, cli.home.is_some(), &mountpoint),
+        Command::Umount { mountpoint, lazy } => umount(&home, cli.home.is_some(), &mountpoint, lazy),
         Command::Stats { json } => stats(&home, json),
         Command::Fsck { repair, json } => fsck(&home, repair, json),
         Command::Config(ConfigCommand::Check { file }) => {
@@ -396,7 +404,7 @@ fn mount(home: &Home, mountpoint: &Path, foreground: bool, opts: MountOptions) -
     }
 }
 
-fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
+fn umount(home: &Home, explicit_home: bool, mountpoint: &Path, lazy: bool) -> Result<i32> {
     let mnt = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
     let data_dir = if explicit_home {
         home.data_dir.clone()
@@ -421,7 +429,24 @@ fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
         bail!("the node of this home serves {}, not {}", served.unwrap_or_default().display(), mnt.display());
     }
     let pid = ping.get("pid").and_then(|p| p.as_u64()).unwrap_or(0) as i32;
-    control::call(&socket, &control::Request::Shutdown, Some(Duration::from_secs(30)))?;
+    // The node answers once it has flushed and tried the unmount.
+    let answer = match control::call(&socket, &control::Request::Unmount { lazy }, Some(UNMOUNT_WAIT)) {
+        Ok(a) => a,
+        Err(node::NodeError::Control(why)) => {
+            eprintln!("pactfs: {why}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if answer.get("detached").and_then(|d| d.as_bool()) == Some(true) {
+        // Waiting here could wait on ourselves (a shell whose working
+        // directory is under the mount runs this command).
+        println!(
+            "Detached: {} (the node, pid {pid}, flushes and exits when the last process using it lets go)",
+            mnt.display()
+        );
+        return Ok(0);
+    }
     let started = Instant::now();
     let mut warned = false;
     let home_free = || HomeLock::acquire(&Home::single(&data_dir)).is_ok();
@@ -435,6 +460,9 @@ fn umount(home: &Home, explicit_home: bool, mountpoint: &Path) -> Result<i32> {
     println!("Unmounted: {}", mnt.display());
     Ok(0)
 }
+
+/// How long `pactfs umount` waits for the node's flush and unmount.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(600);
 
 fn stats(home: &Home, json: bool) -> Result<i32> {
     let value = match control::call(&home.control_socket(), &control::Request::Stats, Some(Duration::from_secs(60))) {

@@ -27,8 +27,17 @@ pub enum Request {
     Peers,
     /// Fetch and verify every replica of the drive's chunks.
     Scrub,
-    /// Flush, unmount and exit.
+    /// Flush, unmount and exit (a provider: stop). A mount that is busy is
+    /// detached, as on SIGTERM.
     Shutdown,
+    /// `pactfs umount`: flush and unmount. A busy mount (a file open or a
+    /// working directory under it) stays mounted and the reply says so,
+    /// unless `lazy`: then it is detached and the node exits when the last
+    /// user lets go. The reply's `detached` tells which happened.
+    Unmount {
+        #[serde(default)]
+        lazy: bool,
+    },
     /// One page of `pactfs log verify`: check the entries from `from` on,
     /// the first chained to `prev` (hex; zeros when absent). With
     /// `counting`, a bad entry was found already: only count the rest.

@@ -137,8 +137,21 @@ fn chunk_sizes(cfg: &Config) -> ChunkSizes {
 }
 
 enum Event {
+    /// A signal or a `Shutdown`: unmount, detaching a busy mount.
     Stop(&'static str),
+    /// `pactfs umount`: the outcome goes back on `done`.
+    Unmount {
+        lazy: bool,
+        done: mpsc::Sender<Result<Unmounted, String>>,
+    },
     Ended(std::io::Result<()>),
+}
+
+/// How an unmount asked for over the control socket went.
+enum Unmounted {
+    Clean,
+    /// Busy, and detached on request: the node exits when it is let go.
+    Detached,
 }
 
 /// Runs a mounted drive until it is unmounted or told to stop. `ready` is
@@ -197,7 +210,14 @@ pub fn mount(
         }
     };
     set_panic_policy(mountpoint);
-    let mut unmounter = session.unmount_callable();
+    // fuser's unmounter makes the first try (its mount then needs no
+    // cleanup at exit); after a refusal it forgets the mount, so later
+    // tries are `unmount`'s.
+    let mut unmounter = Some(session.unmount_callable());
+    let mut try_unmount = move || match unmounter.take() {
+        Some(mut u) => u.unmount(),
+        None => unmount(mountpoint),
+    };
     let (tx, rx) = mpsc::channel::<Event>();
     let session_tx = tx.clone();
     std::thread::Builder::new()
@@ -244,8 +264,21 @@ pub fn mount(
                 Err(e) => control::Reply::err(e),
             },
             control::Request::Shutdown => {
-                let _ = control_tx.send(Event::Stop("umount"));
+                let _ = control_tx.send(Event::Stop("shutdown"));
                 control::Reply::ok(serde_json::Value::Null)
+            }
+            control::Request::Unmount { lazy } => {
+                let (done, outcome) = mpsc::channel();
+                if control_tx.send(Event::Unmount { lazy, done }).is_err() {
+                    return control::Reply::err("the drive is stopping");
+                }
+                match outcome.recv() {
+                    Ok(Ok(how)) => control::Reply::ok(serde_json::json!({
+                        "detached": matches!(how, Unmounted::Detached),
+                    })),
+                    Ok(Err(why)) => control::Reply::err(why),
+                    Err(_) => control::Reply::err("the drive stopped before it could be unmounted"),
+                }
             }
             // The network's requests, and the ledger's (which the network owns).
             other => control_net.control(&other).unwrap_or_else(|| control::Reply::err("unsupported")),
@@ -272,12 +305,39 @@ pub fn mount(
                 if let Err(e) = drive.sync_all() {
                     tracing::error!(cause = %e, "flush before unmount failed");
                 }
-                if let Err(e) = unmounter.unmount() {
+                if let Err(e) = try_unmount() {
                     // Busy: detach it so the node can still exit cleanly; the
                     // kernel finishes the unmount when the last user leaves.
                     tracing::warn!(cause = %e, "unmount failed; detaching");
                     detach(mountpoint);
                 }
+            }
+            Ok(Event::Unmount { lazy, done }) => {
+                tracing::info!(lazy, "unmounting (pactfs umount)");
+                if let Err(e) = drive.sync_all() {
+                    tracing::error!(cause = %e, "flush before unmount failed");
+                }
+                let outcome = match try_unmount() {
+                    Ok(()) => Ok(Unmounted::Clean),
+                    Err(e) if lazy => {
+                        tracing::warn!(cause = %e, "unmount refused; detaching as asked");
+                        detach(mountpoint);
+                        Ok(Unmounted::Detached)
+                    }
+                    // Still mounted and served: whoever holds it goes on.
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "unmount refused; the drive stays mounted");
+                        let mnt = mountpoint.display();
+                        Err(if e.raw_os_error() == Some(libc::EBUSY) {
+                            format!(
+                                "{mnt} is busy: a process has a file open or its working directory under it (`fuser -vm {mnt}` lists them); the drive stays mounted. `pactfs umount --lazy` detaches it now, and the node flushes and exits when the last of them lets go"
+                            )
+                        } else {
+                            format!("{mnt} could not be unmounted ({e}); the drive stays mounted")
+                        })
+                    }
+                };
+                let _ = done.send(outcome);
             }
             Ok(Event::Ended(r)) => {
                 if let Err(e) = r {
@@ -334,6 +394,32 @@ fn raise_readahead(mountpoint: &Path) {
     if let Err(e) = std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
         tracing::debug!(knob = %knob.display(), cause = %e, "read-ahead left at the kernel default");
     }
+}
+
+/// Unmounts `path`: umount(2) as root, else `fusermount3 -u`. Fails
+/// (EBUSY) while a process has a file open or its working directory under
+/// it, and the mount is then untouched.
+fn unmount(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a NUL in the mount point"))?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EPERM) {
+        return Err(err);
+    }
+    let out = std::process::Command::new("fusermount3").arg("-u").arg(path).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&out.stderr);
+    if said.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(said.trim().trim_start_matches("fusermount3: ").to_string()))
 }
 
 /// Lazily unmounts `path` (root only); used when a clean unmount is refused.

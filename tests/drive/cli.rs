@@ -133,3 +133,43 @@ fn mount_helper_mounts_and_plain_umount_stops_the_node_cleanly() {
     assert_file(&d.path("via-helper"), &data);
     d.unmount();
 }
+
+#[test]
+fn umount_of_a_busy_drive_refuses_and_lazy_detaches_it() {
+    use std::io::Read;
+    let mut d = Drive::new();
+    d.mount();
+    let pid = d.pid().unwrap();
+    let mnt = s(&d.mnt).to_owned();
+    fs::write(d.path("held"), b"held open").unwrap();
+    let mut held = fs::File::open(d.path("held")).unwrap();
+
+    // In use: refused like umount(8), and the drive goes on serving.
+    let out = d.pactfs(&["umount", &mnt]);
+    assert_eq!(out.status.code(), Some(1), "a busy drive must not unmount:\n{}", d.last_command());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is busy") && said.contains("--lazy"), "the refusal must say why and what to do:\n{said}");
+    assert!(is_mounted(&d.mnt), "a refused unmount must leave the drive mounted");
+    assert!(!process_gone(pid), "a refused unmount must leave the node running");
+    fs::write(d.path("after"), b"written after the refusal").unwrap();
+    assert_file(&d.path("held"), b"held open");
+
+    // --lazy: out of the mount table at once; the open file still reads,
+    // and the node exits only once it is closed.
+    let out = d.pactfs_ok(&["umount", "--lazy", &mnt]);
+    assert!(stdout_of(&out).contains("Detached"), "{}", d.last_command());
+    assert!(!is_mounted(&d.mnt), "--lazy must take the drive out of the mount table");
+    let mut text = String::new();
+    held.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "held open", "a file open on the detached drive must still read");
+    assert!(!process_gone(pid), "the node must serve the detached drive while it is in use");
+    drop(held);
+    d.node_died();
+
+    // Nothing written before, between or after was lost.
+    assert_eq!(d.pactfs(&["fsck"]).status.code(), Some(0), "{}", d.last_command());
+    d.mount();
+    assert_file(&d.path("held"), b"held open");
+    assert_file(&d.path("after"), b"written after the refusal");
+    d.unmount();
+}
