@@ -210,13 +210,19 @@ pub fn mount(
         }
     };
     set_panic_policy(mountpoint);
-    // fuser's unmounter makes the first try (its mount then needs no
-    // cleanup at exit); after a refusal it forgets the mount, so later
-    // tries are `unmount`'s.
+    // Every unmount flushes first. fuser's unmounter makes the first try
+    // (its mount then needs no cleanup at exit); after a refusal it forgets
+    // the mount, so later tries are `unmount`'s.
     let mut unmounter = Some(session.unmount_callable());
-    let mut try_unmount = move || match unmounter.take() {
-        Some(mut u) => u.unmount(),
-        None => unmount(mountpoint),
+    let flushing = &drive;
+    let mut flush_and_unmount = move || {
+        if let Err(e) = flushing.sync_all() {
+            tracing::error!(cause = %e, "flush before unmount failed");
+        }
+        match unmounter.take() {
+            Some(mut u) => u.unmount(),
+            None => unmount(mountpoint),
+        }
     };
     let (tx, rx) = mpsc::channel::<Event>();
     let session_tx = tx.clone();
@@ -304,10 +310,7 @@ pub fn mount(
         match rx.recv() {
             Ok(Event::Stop(why)) => {
                 tracing::info!(reason = why, "unmounting");
-                if let Err(e) = drive.sync_all() {
-                    tracing::error!(cause = %e, "flush before unmount failed");
-                }
-                if let Err(e) = try_unmount() {
+                if let Err(e) = flush_and_unmount() {
                     // Busy: detach it so the node can still exit cleanly; the
                     // kernel finishes the unmount when the last user leaves.
                     tracing::warn!(cause = %e, "unmount failed; detaching");
@@ -316,10 +319,7 @@ pub fn mount(
             }
             Ok(Event::Unmount { lazy, done }) => {
                 tracing::info!(lazy, "unmounting (pactfs umount)");
-                if let Err(e) = drive.sync_all() {
-                    tracing::error!(cause = %e, "flush before unmount failed");
-                }
-                let outcome = match try_unmount() {
+                let outcome = match flush_and_unmount() {
                     Ok(()) => Ok(Unmounted::Clean),
                     Err(e) if lazy => {
                         tracing::warn!(cause = %e, "unmount refused; detaching as asked");
