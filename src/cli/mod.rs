@@ -511,6 +511,7 @@ fn fsck(home: &Home, repair: bool, json: bool) -> Result<i32> {
             ("Chunks verified", report.chunks_verified.to_string()),
             ("Chunks not cached", report.chunks_remote.to_string()),
             ("Orphans", report.orphans.to_string()),
+            ("Journaled files", report.journaled.to_string()),
             ("Problems", report.findings.len().to_string()),
             ("Unrepaired", if repair { report.unrepaired() } else { report.findings.len() }.to_string()),
         ])?;

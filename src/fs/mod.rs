@@ -88,7 +88,12 @@ fn write_commit(
         inode.ctime = c;
     }
     txn.put_inode(&inode);
-    txn.commit(false)?;
+    // Deleting journal records drops bytes an fsync made durable: the
+    // chunks that now hold them must be on disk first.
+    for seq in st.journal() {
+        txn.delete_journal(st.ino, *seq);
+    }
+    txn.commit(!st.journal().is_empty())?;
     Ok(())
 }
 
@@ -578,17 +583,62 @@ impl Drive {
     /// stay dirty until the last close or an fsync: every process that
     /// forks while the file is open sends a flush when its copy of the
     /// descriptor closes, and cutting there would re-cut that chunk later.
+    ///
+    /// A file with a journal (one that is fsynced in place, a database)
+    /// adds to its journal instead: every fork of a process holding it
+    /// open would otherwise re-cut what the journal spared.
     pub fn flush(&self, fh: u64) -> Result<(), FsError> {
         let cell = self.file_of(fh)?;
-        self.settle(&cell).commit(self, false)
+        let mut st = self.settle(&cell);
+        if !st.journal().is_empty() && st.journal_sync(self)? {
+            return Ok(());
+        }
+        st.commit(self, false)
     }
 
-    /// Cuts and indexes everything written, then makes it durable.
+    /// Makes everything written durable: as a journal record when a commit
+    /// would re-cut much more than was written (a page in a database),
+    /// otherwise by cutting and indexing it.
     pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
         let cell = self.file_of(fh)?;
-        self.settle(&cell).commit(self, true)?;
+        {
+            let mut st = self.settle(&cell);
+            if st.journal_sync(self)? {
+                return Ok(());
+            }
+            st.commit(self, true)?;
+        }
         self.store.sync()?;
         Ok(())
+    }
+
+    /// Commits the open files whose journal records are `min_age` old or
+    /// older, so that their bytes become chunks and get placed. Returns how
+    /// many it committed.
+    pub fn fold_journals(&self, min_age: std::time::Duration) -> Result<usize, FsError> {
+        let cells: Vec<_> = lock(&self.open_files).values().cloned().collect();
+        let mut folded = 0;
+        for cell in cells {
+            let mut st = self.settle(&cell);
+            if st.journal_age().is_some_and(|age| age >= min_age) {
+                st.commit(self, true)?;
+                folded += 1;
+            }
+        }
+        Ok(folded)
+    }
+
+    /// Cuts the journal records a crash left into their files' chunks, and
+    /// drops those of files that are gone. Run before the drive serves.
+    pub fn recover_journals(&self) -> Result<usize, FsError> {
+        let inos = self.store.journaled_inodes()?;
+        for &ino in &inos {
+            match self.store.inode(ino)? {
+                Some(i) if i.nlink > 0 && i.kind == Kind::File => self.with_state(ino, |st| st.commit(self, true))?,
+                _ => self.store.drop_journal(ino)?,
+            }
+        }
+        Ok(inos.len())
     }
 
     /// Makes every committed change durable (directory entries included).
@@ -690,3 +740,5 @@ impl Drive {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_journal;

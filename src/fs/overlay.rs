@@ -188,6 +188,54 @@ impl Overlay {
     }
 }
 
+/// A set of byte ranges, merged where they touch: which dirty bytes an
+/// fsync has not put in the journal yet.
+#[derive(Default, Debug)]
+pub struct Ranges(BTreeMap<u64, u64>);
+
+impl Ranges {
+    pub fn from_ranges(ranges: &[(u64, u64)]) -> Ranges {
+        let mut r = Ranges::default();
+        ranges.iter().for_each(|&(a, b)| r.insert(a, b));
+        r
+    }
+
+    /// Adds `[start, end)`.
+    pub fn insert(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        let (mut a, mut b) = (start, end);
+        let first = self.0.range(..=start).next_back().filter(|(_, e)| **e >= start).map_or(start, |(s, _)| *s);
+        let hit: Vec<(u64, u64)> = self.0.range(first..=end).map(|(s, e)| (*s, *e)).collect();
+        for (s, e) in hit {
+            self.0.remove(&s);
+            a = a.min(s);
+            b = b.max(e);
+        }
+        self.0.insert(a, b);
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The parts of `ranges` (sorted, disjoint) that lie in this set.
+    pub fn intersect(&self, ranges: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        for &(a, b) in ranges {
+            let first = self.0.range(..=a).next_back().map_or(a, |(s, _)| *s);
+            for (&s, &e) in self.0.range(first..b) {
+                let (x, y) = (s.max(a), e.min(b));
+                if x < y {
+                    out.push((x, y));
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +262,22 @@ mod tests {
         assert_eq!(o.contiguous(2, 5), Some(&b"qqq"[..]));
         assert_eq!(o.contiguous(10, 17), None);
         assert!(o.overlaps(15, 20) && !o.overlaps(16, 20));
+    }
+
+    #[test]
+    fn ranges_merge_and_intersect() {
+        let mut r = Ranges::default();
+        r.insert(10, 20);
+        r.insert(30, 40);
+        r.insert(20, 25);
+        r.insert(5, 6);
+        assert_eq!(r.intersect(&[(0, 100)]), vec![(5, 6), (10, 25), (30, 40)]);
+        r.insert(24, 31);
+        assert_eq!(r.intersect(&[(0, 100)]), vec![(5, 6), (10, 40)]);
+        assert_eq!(r.intersect(&[(0, 12), (15, 16), (39, 50)]), vec![(5, 6), (10, 12), (15, 16), (39, 40)]);
+        assert_eq!(r.intersect(&[(6, 10), (40, 41)]), vec![]);
+        r.clear();
+        assert_eq!(r.intersect(&[(0, 100)]), vec![]);
     }
 
     #[test]

@@ -6,20 +6,20 @@ use super::*;
 use crate::store::ROOT_INO;
 use crate::test_data::{Rng, data};
 
-const ME: Caller = Caller { uid: 0, gid: 0 };
+pub(super) const ME: Caller = Caller { uid: 0, gid: 0 };
 
-fn drive_with(dir: &std::path::Path, sizes: ChunkSizes) -> Drive {
+pub(super) fn drive_with(dir: &std::path::Path, sizes: ChunkSizes) -> Drive {
     let store = Arc::new(Store::open(dir, 0, 0).expect("open store"));
     Drive::new(store, UserSecret::from_bytes([5; 32]), sizes, 1 << 40)
 }
 
-fn small_sizes() -> ChunkSizes {
+pub(super) fn small_sizes() -> ChunkSizes {
     ChunkSizes { min: 256, avg: 1024, max: 4096 }
 }
 
 /// Opens the file afresh (manifest from the store), compares it with the
 /// model, and checks the whole store.
-fn assert_reopened_matches_and_clean(d: &Drive, ino: u64, model: &[u8]) {
+pub(super) fn assert_reopened_matches_and_clean(d: &Drive, ino: u64, model: &[u8]) {
     let fh = d.open(ino).unwrap();
     assert_eq!(read_all(d, fh, model.len() as u64), model);
     d.release(fh).unwrap();
@@ -27,7 +27,7 @@ fn assert_reopened_matches_and_clean(d: &Drive, ino: u64, model: &[u8]) {
     assert!(report.clean(), "{:?}", report.findings);
 }
 
-fn read_all(d: &Drive, fh: u64, size: u64) -> Vec<u8> {
+pub(super) fn read_all(d: &Drive, fh: u64, size: u64) -> Vec<u8> {
     let mut out = Vec::new();
     while (out.len() as u64) < size {
         let chunk = d.read(fh, out.len() as u64, 1 << 20).unwrap().as_slice().to_vec();
@@ -88,6 +88,8 @@ fn one_byte_write_recuts_a_handful_of_chunks() {
     assert!(before > 16, "a 64 MiB file is many chunks, got {before}");
     d.write(fh, (size / 2) as u64, b"X").unwrap();
     d.fsync(fh).unwrap();
+    assert_eq!(d.store().chunks_written(), before, "the fsync of a 1-byte write journals it");
+    d.sync_all().unwrap();
     let written = d.store().chunks_written() - before;
     assert!((1..=4).contains(&written), "a 1-byte write wrote {written} chunks");
     let mut expect = bytes;

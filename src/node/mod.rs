@@ -73,6 +73,9 @@ pub enum NodeError {
     Control(String),
     #[error("network: {0}")]
     Network(String),
+    /// Bytes journaled before a crash could not be cut into chunks.
+    #[error("recovering journaled writes: {0}")]
+    Journal(String),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
 }
@@ -179,6 +182,10 @@ pub fn mount(
             tracing::info!(orphans, "removed files unlinked while open before a crash");
         }
         let drive = Arc::new(Drive::new(store.clone(), secret, chunk_sizes(&cfg), cfg.storage.capacity.bytes()));
+        let journaled = drive.recover_journals().map_err(|e| NodeError::Journal(e.to_string()))?;
+        if journaled > 0 {
+            tracing::info!(files = journaled, "cut what files had journaled before a crash into chunks");
+        }
         let mut fuse_cfg = fuser::Config::default();
         fuse_cfg.mount_options = vec![
             fuser::MountOption::FSName(format!("pactfs:{}", home.data_dir.display())),
@@ -294,8 +301,18 @@ pub fn mount(
     });
     let (stop_maint, maint_rx) = mpsc::channel::<()>();
     let maint_store = store.clone();
+    let maint_drive = Arc::downgrade(&drive);
     let maintenance = std::thread::spawn(move || {
         while let Err(mpsc::RecvTimeoutError::Timeout) = maint_rx.recv_timeout(MAINTENANCE_EVERY) {
+            // Journaled bytes become chunks (and so get placed) within a
+            // minute or two even in a file that stays open for days.
+            if let Some(drive) = maint_drive.upgrade() {
+                match drive.fold_journals(MAINTENANCE_EVERY) {
+                    Ok(0) => {}
+                    Ok(files) => tracing::debug!(files, "cut journaled bytes into chunks"),
+                    Err(e) => tracing::warn!(cause = %e, "cutting journaled bytes failed"),
+                }
+            }
             match maint_store.compact_packs() {
                 Ok(0) => {}
                 Ok(freed) => tracing::info!(freed, "compacted pack files"),

@@ -75,6 +75,7 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
             note(&mut report, format!("inode {ino} is not in any directory"));
             batch.delete_cf(store.cf("inodes"), records::ino_key(*ino));
             store.delete_manifest(&mut batch, *ino)?;
+            store.delete_journal(&mut batch, *ino)?;
             continue;
         }
         let want = match inode.kind {
@@ -103,6 +104,30 @@ pub(super) fn run(store: &Store, repair: bool, progress: &mut dyn FnMut(u64, u64
             batch.put_cf(store.cf("inodes"), records::ino_key(*ino), records::encode(&fixed));
         }
     }
+
+    // Journal records: bytes an fsync made durable, cut into chunks when
+    // the node next starts. Each must decode and belong to a file; one
+    // that does not would stop the node from starting.
+    let mut journaled: HashSet<u64> = HashSet::new();
+    for item in store.db.iterator_cf(store.cf("journal"), IteratorMode::Start) {
+        let (k, v) = item?;
+        let ino = records::parse_u64(&k).filter(|_| k.len() == 16);
+        let of_file = ino.and_then(|i| inodes.get(&i)).is_some_and(|i| i.kind == Kind::File);
+        match (ino, records::decode_journal(&v)) {
+            (Some(ino), Ok(_)) if of_file => {
+                journaled.insert(ino);
+            }
+            (_, Err(e)) => {
+                note(&mut report, format!("journal record {}: undecodable: {e}", crate::chunk::hex(&k)));
+                batch.delete_cf(store.cf("journal"), &k);
+            }
+            _ => {
+                note(&mut report, format!("journal record {} belongs to no file", crate::chunk::hex(&k)));
+                batch.delete_cf(store.cf("journal"), &k);
+            }
+        }
+    }
+    report.journaled = journaled.len() as u64;
 
     // Kept blobs hold one reference each, as a manifest entry does.
     for item in store.db.iterator_cf(store.cf("blobs"), IteratorMode::Start) {

@@ -19,6 +19,7 @@
 //! | `market`    | prefixed key           | nonces seen, cheques, spend |
 //! | `ledger`    | seq                    | one stored ledger entry, as the ledger encoded it |
 //! | `blobs`     | chunk id               | [`BlobRecord`]: a kept blob (a sealed ledger range) |
+//! | `journal`   | ino, seq               | [`JournalRecord`]: bytes an fsync made durable before a commit (`journal.rs`) |
 //!
 //! The `ledger` column family is uncompressed and its bytes are opaque
 //! here (`ledger.rs`): the ledger layer signs, chains and checks them, and
@@ -36,6 +37,7 @@
 //! Invariant: this module knows nothing of FUSE or the network.
 
 mod blobs;
+mod journal;
 mod ledger;
 mod local;
 mod market;
@@ -47,7 +49,9 @@ mod txn;
 
 pub use local::{Evicted, REMOTE_PACK};
 pub use packs::Packs;
-pub use records::{BlobRecord, ChunkRecord, Dirent, Inode, Kind, PackRecord, Placement, Stamp};
+pub use records::{
+    BlobRecord, ChunkRecord, Dirent, Inode, JournalRange, JournalRecord, Kind, PackRecord, Placement, Stamp,
+};
 pub use snapshot::SNAPSHOT_CFS;
 pub use txn::Txn;
 
@@ -60,7 +64,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub const ROOT_INO: u64 = 1;
 
-const CFS: [&str; 15] = [
+const CFS: [&str; 16] = [
     "meta",
     "inodes",
     "dirents",
@@ -76,6 +80,7 @@ const CFS: [&str; 15] = [
     "market",
     "ledger",
     "blobs",
+    "journal",
 ];
 /// Sealed bodies up to this size live in the `bodies` column family rather
 /// than a pack: an fsync of a small file then costs one WAL sync, not two.
@@ -89,8 +94,9 @@ const META_FORMAT: &[u8] = b"format";
 /// on open of a format 1 store, which is then marked 2: an older build
 /// would fail on the unknown column families anyway, now it says why).
 /// 3: a chunk record may name no local body (`local::REMOTE_PACK`), which
-/// an older build would read as a missing pack.
-const FORMAT_VERSION: u64 = 3;
+/// an older build would read as a missing pack. 4 added `journal` (created
+/// on open, like 2's).
+const FORMAT_VERSION: u64 = 4;
 
 /// What can go wrong in the store. Callers act on the kind: `Io` and `Db`
 /// are environmental (disk full, permissions), `Corrupt` means the index or
@@ -156,6 +162,8 @@ pub struct Store {
     /// the lock one syncer holds while the others wait to share its sync.
     wal_synced: AtomicU64,
     wal_syncing: Mutex<()>,
+    /// The next journal record's sequence number (`journal.rs`).
+    journal_seq: AtomicU64,
 }
 
 impl Store {
@@ -190,9 +198,11 @@ impl Store {
             data_dir: data_dir.to_path_buf(),
             wal_synced: AtomicU64::new(0),
             wal_syncing: Mutex::new(()),
+            journal_seq: AtomicU64::new(1),
         };
         store.check_format()?;
         store.load_counters()?;
+        store.journal_seq.store(store.journal_seq_after_open()?, Ordering::SeqCst);
         store.ensure_root(root_uid, root_gid)?;
         Ok(store)
     }

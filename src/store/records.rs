@@ -228,6 +228,34 @@ pub fn decode_blob(bytes: &[u8]) -> Result<BlobRecord, CodecError> {
     codec::decode(RECORD_V1, bytes, SMALL_LIMIT)
 }
 
+/// A journal record holds at most this many bytes of file data (the drive
+/// folds a file's journal long before: `fs::data::JOURNAL_MAX`).
+pub const JOURNAL_RECORD_BYTES: usize = 32 * 1024 * 1024;
+/// Ranges in one journal record: random 4 KiB writes over 32 MiB.
+pub const JOURNAL_RANGES: usize = JOURNAL_RECORD_BYTES / 4096;
+
+/// One `fsync`'s worth of a file's dirty bytes (`journal.rs`): the ranges
+/// written since the previous record, and the file's size and times then.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub size: u64,
+    pub mtime: Option<Stamp>,
+    pub ctime: Option<Stamp>,
+    #[serde(deserialize_with = "codec::bounded_seq::<_, _, JOURNAL_RANGES>")]
+    pub ranges: Vec<JournalRange>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRange {
+    pub offset: u64,
+    #[serde(with = "codec::bytes")]
+    pub bytes: Vec<u8>,
+}
+
+pub fn decode_journal(bytes: &[u8]) -> Result<JournalRecord, CodecError> {
+    codec::decode(RECORD_V1, bytes, JOURNAL_RECORD_BYTES + 1024 * 1024)
+}
+
 pub fn decode_chunk_id(bytes: &[u8]) -> Option<ChunkId> {
     Some(ChunkId(bytes.try_into().ok()?))
 }

@@ -60,6 +60,9 @@ pub struct FsckReport {
     /// Files unlinked while open when the node stopped (not damage;
     /// reclaimed by `--repair` and by the node at start).
     pub orphans: u64,
+    /// Files with journal records (fsynced bytes not yet cut into chunks:
+    /// not damage; the node cuts them when it starts).
+    pub journaled: u64,
     pub findings: Vec<Finding>,
 }
 

@@ -49,6 +49,10 @@ impl<'a> Txn<'a> {
         self.store
     }
 
+    pub(super) fn batch_mut(&mut self) -> &mut WriteBatch {
+        &mut self.batch
+    }
+
     pub fn put_inode(&mut self, inode: &Inode) {
         self.touched_inodes = true;
         let cf = self.store.cf("inodes");
@@ -63,7 +67,7 @@ impl<'a> Txn<'a> {
         for name in self.store.xattr_names(ino)? {
             self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, &name));
         }
-        Ok(())
+        self.delete_journal_of(ino)
     }
 
     pub fn put_dirent(&mut self, parent: u64, name: &[u8], dirent: &Dirent) {
