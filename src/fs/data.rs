@@ -141,7 +141,11 @@ impl FileState {
             journal_bytes: 0,
             journal_since: None,
         };
-        for (seq, rec) in drive.store.journal(ino)? {
+        let records = drive.store.journal(ino)?;
+        if records.is_empty() {
+            return Ok(st);
+        }
+        for (seq, rec) in records {
             for r in &rec.ranges {
                 st.overlay.insert(r.offset, &r.bytes);
                 st.journal_bytes += r.bytes.len();
@@ -151,10 +155,8 @@ impl FileState {
             st.ctime = rec.ctime.or(st.ctime);
             st.journal.push(seq);
         }
-        if !st.journal.is_empty() {
-            tracing::info!(ino, records = st.journal.len(), bytes = st.journal_bytes, "replayed journal");
-            st.journal_since = Some(Instant::now());
-        }
+        tracing::info!(ino, records = st.journal.len(), bytes = st.journal_bytes, "replayed journal");
+        st.journal_since = Some(Instant::now());
         Ok(st)
     }
 
@@ -538,7 +540,9 @@ impl FileState {
         let seq = drive.store.next_journal_seq();
         let mut txn = drive.store.begin();
         txn.put_journal(self.ino, seq, &record);
-        txn.commit(true)?;
+        txn.commit(false)?;
+        // Outside the store's writer lock, shared with concurrent fsyncs.
+        drive.store.sync()?;
         self.journal.push(seq);
         self.journal_bytes += new;
         self.journal_since.get_or_insert_with(Instant::now);

@@ -397,8 +397,14 @@ impl Drive {
         }
         if attr.mtime.is_some() {
             // An explicit mtime wins over the one pending writes would set.
+            // Journaled writes are cut first: replayed after a crash, their
+            // records would set the older time again.
             if let Some(cell) = self.open_state(ino) {
-                lock(&cell.state).mtime = None;
+                let mut st = self.settle(&cell);
+                if !st.journal().is_empty() {
+                    st.commit(self, true)?;
+                }
+                st.mtime = None;
             }
         }
         let mut txn = self.store.begin();

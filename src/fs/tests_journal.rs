@@ -2,7 +2,7 @@
 //! journal record instead of re-cutting chunks; a crash replays the
 //! records; a commit (last close, fold, truncate, unlink) deletes them.
 
-use super::namespace::SetAttr;
+use super::namespace::{SetAttr, SetTime};
 use super::tests::{ME, drive_with, read_all};
 use super::*;
 use crate::store::ROOT_INO;
@@ -155,6 +155,24 @@ fn truncate_and_unlink_take_the_journal_with_them() {
     assert!(matches!(d.getattr(gone), Err(FsError::NotFound)));
     let report = d.store().fsck(false).unwrap();
     assert!(report.clean(), "{:?}", report.findings);
+}
+
+/// `touch -d` (or tar, rsync) setting an older mtime on an open file whose
+/// writes are journaled: after a crash the set time stands.
+#[test]
+fn an_explicit_mtime_outlives_the_journal_of_earlier_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), ChunkSizes::default());
+    let (ino, fh, mut model) = big_file(&d, b"t", 4 << 20, 10);
+    write_page(&d, fh, &mut model, &mut Rng(3), 700);
+    d.fsync(fh).unwrap();
+    assert_eq!(d.store().journal(ino).unwrap().len(), 1);
+    let past = std::time::UNIX_EPOCH + Duration::from_secs(981_173_106);
+    d.setattr(ino, SetAttr { mtime: Some(SetTime::At(past)), ..SetAttr::default() }).unwrap();
+    d.store().sync().unwrap();
+    let (d, _) = crash_and_recover(d, dir.path());
+    assert_eq!(std::time::SystemTime::from(d.getattr(ino).unwrap().mtime), past);
+    assert_file(&d, ino, &model);
 }
 
 /// Writes, fsyncs, flushes, truncates and crashes at random: after each
