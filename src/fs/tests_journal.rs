@@ -47,6 +47,11 @@ fn assert_file(d: &Drive, ino: u64, want: &[u8]) {
     d.release(fh).unwrap();
 }
 
+fn assert_fsck_clean(d: &Drive) {
+    let report = d.store().fsck(false).unwrap();
+    assert!(report.clean(), "{:?}", report.findings);
+}
+
 #[test]
 fn fsync_of_scattered_pages_journals_and_a_crash_replays_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,8 +76,7 @@ fn fsync_of_scattered_pages_journals_and_a_crash_replays_them() {
     assert_eq!(recovered, 1);
     assert!(d.store().journal(ino).unwrap().is_empty(), "recovery cuts and deletes the records");
     assert_file(&d, ino, &synced);
-    let report = d.store().fsck(false).unwrap();
-    assert!(report.clean(), "{:?}", report.findings);
+    assert_fsck_clean(&d);
 }
 
 #[test]
@@ -113,8 +117,7 @@ fn last_close_and_fold_cut_the_journal_into_chunks() {
     let (d, recovered) = crash_and_recover(d, dir.path());
     assert_eq!(recovered, 0);
     assert_file(&d, ino, &model);
-    let report = d.store().fsck(false).unwrap();
-    assert!(report.clean(), "{:?}", report.findings);
+    assert_fsck_clean(&d);
 }
 
 #[test]
@@ -153,8 +156,7 @@ fn truncate_and_unlink_take_the_journal_with_them() {
     let _ = fh;
     assert_file(&d, ino, &model);
     assert!(matches!(d.getattr(gone), Err(FsError::NotFound)));
-    let report = d.store().fsck(false).unwrap();
-    assert!(report.clean(), "{:?}", report.findings);
+    assert_fsck_clean(&d);
 }
 
 /// `touch -d` (or tar, rsync) setting an older mtime on an open file whose
@@ -224,6 +226,5 @@ fn random_writes_fsyncs_and_crashes_match_a_model() {
     assert!(journaled > 5, "the run must take the journal path often, took it {journaled} times");
     d.release(fh).unwrap();
     assert_file(&d, ino, &model);
-    let report = d.store().fsck(false).unwrap();
-    assert!(report.clean(), "{:?}", report.findings);
+    assert_fsck_clean(&d);
 }
