@@ -9,17 +9,17 @@
 //! hole, or the end of the file). FUSE writes never shift later bytes, so
 //! old cuts beyond the span keep their offsets.
 
+mod journal;
+
 use super::cache;
-use super::overlay::{Overlay, Ranges};
+use super::overlay::Overlay;
 use super::{Drive, FsError, write_commit};
 use crate::chunk::ManifestEntry;
+use crate::store::Stamp;
 use crate::store::Store;
-use crate::store::records::JOURNAL_RANGES;
-use crate::store::{JournalRange, JournalRecord, Stamp};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 /// Dirty bytes one open file may hold before a commit cuts them.
 pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
@@ -29,13 +29,6 @@ pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 pub const DIRTY_TOTAL_MAX: usize = 96 * 1024 * 1024;
 /// Below this a file's dirty bytes are not worth cutting early.
 const DIRTY_MIN_EARLY: usize = 1024 * 1024;
-/// Journal bytes one file may hold: past this an fsync commits (and so
-/// empties the journal) instead of adding to it.
-pub const JOURNAL_MAX: usize = 8 * 1024 * 1024;
-/// An fsync journals instead of committing only when the re-cut would
-/// store at least twice the journal's bytes and this much more: a new
-/// small file commits at once, as it always did.
-const JOURNAL_MIN_SAVING: u64 = 64 * 1024;
 
 /// Complete chunks of a streaming writer, handed to the background
 /// committer: bytes `[start, start + bytes.len())`, cut at `lens`.
@@ -63,6 +56,8 @@ impl Job {
             .collect()
     }
 }
+
+use journal::Journal;
 
 /// A sealed chunk: its manifest entry and its stored bytes.
 pub type Sealed = (ManifestEntry, Vec<u8>);
@@ -108,14 +103,8 @@ pub struct FileState {
     pub inflight: VecDeque<Arc<Job>>,
     /// Handles open on this inode; the state goes when it reaches zero.
     pub opens: u32,
-    /// Dirty ranges written since the last journal record or commit.
-    unjournaled: Ranges,
-    /// This file's journal records in the store (sequence numbers), whose
-    /// bytes are all still in the overlay: the next commit deletes them.
-    journal: Vec<u64>,
-    journal_bytes: usize,
-    /// When the oldest of them was written or replayed.
-    journal_since: Option<Instant>,
+    /// What of the dirty bytes the store's journal holds.
+    journal: Journal,
 }
 
 impl FileState {
@@ -136,38 +125,10 @@ impl FileState {
             ctime: None,
             inflight: VecDeque::new(),
             opens: 0,
-            unjournaled: Ranges::default(),
-            journal: Vec::new(),
-            journal_bytes: 0,
-            journal_since: None,
+            journal: Journal::default(),
         };
-        let records = drive.store.journal(ino)?;
-        if records.is_empty() {
-            return Ok(st);
-        }
-        for (seq, rec) in records {
-            for r in &rec.ranges {
-                st.overlay.insert(r.offset, &r.bytes);
-                st.journal_bytes += r.bytes.len();
-            }
-            st.size = rec.size;
-            st.mtime = rec.mtime.or(st.mtime);
-            st.ctime = rec.ctime.or(st.ctime);
-            st.journal.push(seq);
-        }
-        tracing::info!(ino, records = st.journal.len(), bytes = st.journal_bytes, "replayed journal");
-        st.journal_since = Some(Instant::now());
+        st.replay_journal(drive)?;
         Ok(st)
-    }
-
-    /// This file's journal records (see [`FileState::journal_sync`]).
-    pub fn journal(&self) -> &[u64] {
-        &self.journal
-    }
-
-    /// How long the oldest journal record has waited for a commit.
-    pub fn journal_age(&self) -> Option<Duration> {
-        self.journal_since.map(|t| t.elapsed())
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -295,7 +256,7 @@ impl FileState {
             return Err(FsError::TooBig);
         }
         self.overlay.insert(off, data);
-        self.unjournaled.insert(off, end);
+        self.journal.written(off, end);
         self.size = self.size.max(end);
         let now = Stamp::now();
         self.mtime = Some(now);
@@ -312,7 +273,7 @@ impl FileState {
         if self.overlay.bytes() < threshold {
             return Ok(WriteOutcome::Done);
         }
-        if !self.journal.is_empty() {
+        if !self.journal().is_empty() {
             // Journaled bytes leave the overlay only in a commit of all of them.
             return Ok(WriteOutcome::CommitNow { final_cut: true });
         }
@@ -449,7 +410,7 @@ impl FileState {
         if !self.is_dirty() {
             return Ok(());
         }
-        let final_cut = final_cut || !self.journal.is_empty();
+        let final_cut = final_cut || !self.journal().is_empty();
         tracing::debug!(ino = self.ino, final_cut, dirty = self.overlay.bytes(), size = self.size, "commit");
         let max = u64::from(drive.chunker.sizes().max);
         let removed_before = self.removed.len();
@@ -500,70 +461,8 @@ impl FileState {
             self.mtime = None;
             self.ctime = None;
         }
-        self.journal.clear();
-        self.journal_bytes = 0;
-        self.journal_since = None;
-        self.unjournaled = Ranges::from_ranges(&self.overlay.clusters(0));
+        self.journal.committed(&self.overlay);
         Ok(())
-    }
-
-    /// Makes the bytes written since the last journal record or commit
-    /// durable as one journal record (`store::journal`), when that is much
-    /// cheaper than re-cutting them now. Returns false when the caller
-    /// should commit instead: structural changes are pending, the journal
-    /// is full, or the re-cut would store little more than the bytes.
-    pub fn journal_sync(&mut self, drive: &Drive) -> Result<bool, FsError> {
-        if self.meta_dirty || !self.removed.is_empty() || !self.inflight.is_empty() {
-            return Ok(false);
-        }
-        let ranges = self.unjournaled.intersect(&self.overlay.clusters(0));
-        let new: usize = ranges.iter().map(|(a, b)| (b - a) as usize).sum();
-        if new == 0 {
-            // Every dirty byte is in a record that was synced when written.
-            return Ok(!self.journal.is_empty());
-        }
-        if self.journal_bytes + new > JOURNAL_MAX || ranges.len() > JOURNAL_RANGES {
-            return Ok(false);
-        }
-        if self.recut_estimate(drive) < 2 * new as u64 + JOURNAL_MIN_SAVING {
-            return Ok(false);
-        }
-        let ranges = ranges
-            .into_iter()
-            .map(|(a, b)| {
-                let mut bytes = vec![0u8; (b - a) as usize];
-                self.overlay.read_into(a, &mut bytes);
-                JournalRange { offset: a, bytes }
-            })
-            .collect();
-        let record = JournalRecord { size: self.size, mtime: self.mtime, ctime: self.ctime, ranges };
-        let seq = drive.store.next_journal_seq();
-        let mut txn = drive.store.begin();
-        txn.put_journal(self.ino, seq, &record);
-        txn.commit(false)?;
-        // Outside the store's writer lock, shared with concurrent fsyncs.
-        drive.store.sync()?;
-        self.journal.push(seq);
-        self.journal_bytes += new;
-        self.journal_since.get_or_insert_with(Instant::now);
-        self.unjournaled.clear();
-        Ok(true)
-    }
-
-    /// Bytes a commit now would re-cut: each cluster of dirty bytes from
-    /// the start of its first chunk to the end of its last.
-    fn recut_estimate(&self, drive: &Drive) -> u64 {
-        let max = u64::from(drive.chunker.sizes().max);
-        self.overlay
-            .clusters(max)
-            .iter()
-            .map(|&(ds, de)| {
-                let start = self.recut_start(ds);
-                let i = self.manifest.partition_point(|e| e.end() < de);
-                let end = self.manifest.get(i).filter(|e| e.offset < de).map_or(de, |e| e.end().max(de));
-                end - start
-            })
-            .sum()
     }
 
     /// Puts the manifest back as it was before `undo`'s splices (newest

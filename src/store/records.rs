@@ -229,7 +229,7 @@ pub fn decode_blob(bytes: &[u8]) -> Result<BlobRecord, CodecError> {
 }
 
 /// A journal record holds at most this many bytes of file data (the drive
-/// folds a file's journal long before: `fs::data::JOURNAL_MAX`).
+/// folds a file's journal long before: `fs::data::journal::JOURNAL_MAX`).
 pub const JOURNAL_RECORD_BYTES: usize = 32 * 1024 * 1024;
 /// Ranges in one journal record: random 4 KiB writes over 32 MiB.
 pub const JOURNAL_RANGES: usize = JOURNAL_RECORD_BYTES / 4096;
