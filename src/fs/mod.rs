@@ -614,31 +614,43 @@ impl Drive {
 
     /// Commits the open files whose journal records are `min_age` old or
     /// older, so that their bytes become chunks and get placed. Returns how
-    /// many it committed.
-    pub fn fold_journals(&self, min_age: std::time::Duration) -> Result<usize, FsError> {
+    /// many it committed; a file that fails (a chunk it needs is on no
+    /// reachable provider) keeps its journal and is tried next time.
+    pub fn fold_journals(&self, min_age: std::time::Duration) -> usize {
         let cells: Vec<_> = lock(&self.open_files).values().cloned().collect();
         let mut folded = 0;
         for cell in cells {
             let mut st = self.settle(&cell);
             if st.journal_age().is_some_and(|age| age >= min_age) {
-                st.commit(self, true)?;
-                folded += 1;
+                match st.commit(self, true) {
+                    Ok(()) => folded += 1,
+                    Err(e) => {
+                        tracing::warn!(ino = st.ino, cause = %e, "cutting journaled bytes failed; they stay journaled")
+                    }
+                }
             }
         }
-        Ok(folded)
+        folded
     }
 
     /// Cuts the journal records a crash left into their files' chunks, and
-    /// drops those of files that are gone. Run before the drive serves.
-    pub fn recover_journals(&self) -> Result<usize, FsError> {
-        let inos = self.store.journaled_inodes()?;
-        for &ino in &inos {
-            match self.store.inode(ino)? {
-                Some(i) if i.nlink > 0 && i.kind == Kind::File => self.with_state(ino, |st| st.commit(self, true))?,
-                _ => self.store.drop_journal(ino)?,
+    /// drops those of files that are gone; run before the drive serves.
+    /// Returns the files cut. One that fails (a chunk to re-cut was
+    /// evicted and no provider answers yet) keeps its records: opening it
+    /// replays them, and its next commit cuts them.
+    pub fn recover_journals(&self) -> Result<usize, StoreError> {
+        let mut recovered = 0;
+        for ino in self.store.journaled_inodes()? {
+            let cut = match self.store.inode(ino)? {
+                Some(i) if i.nlink > 0 && i.kind == Kind::File => self.with_state(ino, |st| st.commit(self, true)),
+                _ => self.store.drop_journal(ino).map_err(FsError::from),
+            };
+            match cut {
+                Ok(()) => recovered += 1,
+                Err(e) => tracing::warn!(ino, cause = %e, "journaled writes left by a crash stay journaled for now"),
             }
         }
-        Ok(inos.len())
+        Ok(recovered)
     }
 
     /// Makes every committed change durable (directory entries included).

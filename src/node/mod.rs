@@ -73,9 +73,6 @@ pub enum NodeError {
     Control(String),
     #[error("network: {0}")]
     Network(String),
-    /// Bytes journaled before a crash could not be cut into chunks.
-    #[error("recovering journaled writes: {0}")]
-    Journal(String),
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
 }
@@ -182,10 +179,6 @@ pub fn mount(
             tracing::info!(orphans, "removed files unlinked while open before a crash");
         }
         let drive = Arc::new(Drive::new(store.clone(), secret, chunk_sizes(&cfg), cfg.storage.capacity.bytes()));
-        let journaled = drive.recover_journals().map_err(|e| NodeError::Journal(e.to_string()))?;
-        if journaled > 0 {
-            tracing::info!(files = journaled, "cut what files had journaled before a crash into chunks");
-        }
         let mut fuse_cfg = fuser::Config::default();
         fuse_cfg.mount_options = vec![
             fuser::MountOption::FSName(format!("pactfs:{}", home.data_dir.display())),
@@ -204,6 +197,11 @@ pub fn mount(
         });
         if let Some(remote) = network.remote() {
             drive.set_remote(remote);
+        }
+        // After the network: re-cutting may need chunks that were evicted.
+        let journaled = drive.recover_journals()?;
+        if journaled > 0 {
+            tracing::info!(files = journaled, "cut what files had journaled before a crash into chunks");
         }
         let session = fuser::Session::new(PactFs::new(drive.clone()), mountpoint, &fuse_cfg)
             .map_err(|source| NodeError::Mount { mountpoint: mountpoint.to_path_buf(), source })?;
@@ -307,10 +305,9 @@ pub fn mount(
             // Journaled bytes become chunks (and so get placed) within a
             // minute or two even in a file that stays open for days.
             if let Some(drive) = maint_drive.upgrade() {
-                match drive.fold_journals(MAINTENANCE_EVERY) {
-                    Ok(0) => {}
-                    Ok(files) => tracing::debug!(files, "cut journaled bytes into chunks"),
-                    Err(e) => tracing::warn!(cause = %e, "cutting journaled bytes failed"),
+                let files = drive.fold_journals(MAINTENANCE_EVERY);
+                if files > 0 {
+                    tracing::debug!(files, "cut journaled bytes into chunks");
                 }
             }
             match maint_store.compact_packs() {
