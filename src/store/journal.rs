@@ -22,13 +22,6 @@ use super::{Store, StoreError, Txn};
 use rocksdb::IteratorMode;
 use std::sync::atomic::Ordering;
 
-fn key(ino: u64, seq: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&ino.to_be_bytes());
-    k[8..].copy_from_slice(&seq.to_be_bytes());
-    k
-}
-
 impl Store {
     /// A journal sequence number never handed out before by this store.
     pub fn next_journal_seq(&self) -> u64 {
@@ -78,7 +71,8 @@ impl Store {
 }
 
 impl Store {
-    /// Adds to `batch` the deletion of every journal record of `ino`.
+    /// Adds to `batch` the deletion of every journal record of `ino`
+    /// (point deletes, as `delete_manifest`).
     pub(super) fn delete_journal(&self, batch: &mut rocksdb::WriteBatch, ino: u64) -> Result<(), StoreError> {
         for item in self.prefix_iter("journal", &ino.to_be_bytes()) {
             batch.delete_cf(self.cf("journal"), item?.0);
@@ -89,7 +83,7 @@ impl Store {
     /// Deletes the journal of `ino` (a file that no longer exists).
     pub fn drop_journal(&self, ino: u64) -> Result<(), StoreError> {
         let mut txn = self.begin();
-        txn.delete_journal_of(ino)?;
+        self.delete_journal(txn.batch_mut(), ino)?;
         txn.commit(true)
     }
 }
@@ -97,18 +91,12 @@ impl Store {
 impl Txn<'_> {
     pub fn put_journal(&mut self, ino: u64, seq: u64, record: &JournalRecord) {
         let cf = self.store().cf("journal");
-        self.batch_mut().put_cf(cf, key(ino, seq), records::encode(record));
+        self.batch_mut().put_cf(cf, records::journal_key(ino, seq), records::encode(record));
     }
 
     pub fn delete_journal(&mut self, ino: u64, seq: u64) {
         let cf = self.store().cf("journal");
-        self.batch_mut().delete_cf(cf, key(ino, seq));
-    }
-
-    /// Deletes every journal record of `ino` (point deletes, as manifests).
-    pub(super) fn delete_journal_of(&mut self, ino: u64) -> Result<(), StoreError> {
-        let store = self.store();
-        store.delete_journal(self.batch_mut(), ino)
+        self.batch_mut().delete_cf(cf, records::journal_key(ino, seq));
     }
 }
 
@@ -136,7 +124,7 @@ mod tests {
         assert_eq!(store.journal(1).unwrap(), vec![(a, rec.clone())]);
         assert_eq!(store.journaled_inodes().unwrap(), vec![1]);
         // A torn or foreign value: replay refuses it by name.
-        store.db.put_cf(store.cf("journal"), key(7, b), b"\x01garbage").unwrap();
+        store.db.put_cf(store.cf("journal"), records::journal_key(7, b), b"\x01garbage").unwrap();
         assert!(matches!(store.journal(7), Err(StoreError::Corrupt { .. })));
         let report = store.fsck(false).unwrap();
         assert_eq!(report.findings.len(), 2, "{:?}", report.findings);

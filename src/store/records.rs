@@ -169,6 +169,11 @@ pub fn manifest_key(ino: u64, offset: u64) -> [u8; 16] {
     k
 }
 
+/// A file's journal records, oldest first: the manifest key's layout.
+pub fn journal_key(ino: u64, seq: u64) -> [u8; 16] {
+    manifest_key(ino, seq)
+}
+
 pub fn xattr_key(ino: u64, name: &[u8]) -> Vec<u8> {
     dirent_key(ino, name)
 }

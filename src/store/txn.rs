@@ -67,7 +67,7 @@ impl<'a> Txn<'a> {
         for name in self.store.xattr_names(ino)? {
             self.batch.delete_cf(self.store.cf("xattrs"), records::xattr_key(ino, &name));
         }
-        self.delete_journal_of(ino)
+        self.store.delete_journal(&mut self.batch, ino)
     }
 
     pub fn put_dirent(&mut self, parent: u64, name: &[u8], dirent: &Dirent) {
