@@ -243,6 +243,8 @@ impl FsError {
 pub struct Caller {
     pub uid: u32,
     pub gid: u32,
+    /// The calling process (0: none known), for its supplementary groups.
+    pub pid: u32,
 }
 
 /// What `statfs` reports, in blocks of [`BLOCK_SIZE`].

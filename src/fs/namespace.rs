@@ -11,7 +11,11 @@ use crate::store::{Dirent, Inode, Kind, Stamp, Store, Txn};
 use std::collections::HashMap;
 use std::time::SystemTime;
 
+const S_ISUID: u16 = 0o4000;
 const S_ISGID: u16 = 0o2000;
+const S_IXGRP: u16 = 0o0010;
+/// File capabilities: a privilege like set-user-ID, dropped with it.
+const CAPS_XATTR: &[u8] = b"security.capability";
 /// Longest extended attribute name and value (the kernel's own limits).
 const XATTR_NAME_MAX: usize = 255;
 const XATTR_SIZE_MAX: usize = 64 * 1024;
@@ -40,6 +44,12 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<SetTime>,
     pub mtime: Option<SetTime>,
+    /// Drop set-user-ID, set-group-ID and file capabilities (see
+    /// [`Drive::drop_privs`]) for this caller: the kernel asks for it when
+    /// someone without CAP_FSETID truncates the file or writes to it
+    /// another way than `write(2)`. A change of owner or group drops them
+    /// regardless (for the caller of that change).
+    pub drop_privs: Option<Caller>,
 }
 
 /// Inodes read and changed within one transaction.
@@ -387,12 +397,9 @@ impl Drive {
         if let Some(size) = attr.size {
             self.with_state(ino, |st| st.truncate(self, size))?;
         }
-        let changes_meta = attr.mode.is_some()
-            || attr.uid.is_some()
-            || attr.gid.is_some()
-            || attr.atime.is_some()
-            || attr.mtime.is_some();
-        if !changes_meta {
+        let chown = attr.uid.is_some() || attr.gid.is_some();
+        let changes_meta = attr.mode.is_some() || chown || attr.atime.is_some() || attr.mtime.is_some();
+        if !changes_meta && attr.drop_privs.is_none() {
             return self.getattr(ino);
         }
         if attr.mtime.is_some() {
@@ -410,6 +417,14 @@ impl Drive {
         let mut txn = self.store.begin();
         let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
         let now = Stamp::now();
+        // Judged on the file as it was, before a new owner or mode. A chown
+        // from a caller nobody named (in-process users, tests) is judged
+        // as root's.
+        let by = attr.drop_privs.or(chown.then_some(Caller { uid: 0, gid: 0, pid: 0 }));
+        let dropped = match by {
+            Some(by) => self.drop_privs_in(&mut txn, &mut inode, by)?,
+            None => false,
+        };
         if let Some(mode) = attr.mode {
             inode.perm = (mode & 0o7777) as u16;
         }
@@ -429,10 +444,56 @@ impl Drive {
         if let Some(t) = attr.mtime {
             inode.mtime = stamp(t);
         }
+        if !changes_meta && !dropped {
+            return self.getattr(ino);
+        }
         inode.ctime = now;
         txn.put_inode(&inode);
         txn.commit(false)?;
         self.getattr(ino)
+    }
+
+    /// Drops what makes running a file a privilege, as the kernel does for
+    /// a local file system when `by` (lacking CAP_FSETID) writes to the
+    /// file, truncates it or gives it away: set-user-ID; set-group-ID when
+    /// group execute is set too, or when `by` is not in the file's group
+    /// (without group execute the bit asks for mandatory locking); and file
+    /// capabilities. With FUSE_HANDLE_KILLPRIV_V2 (see `fs::fuse`) the
+    /// kernel leaves this to the file system; `write(2)` says so in its
+    /// flags.
+    pub fn drop_privs(&self, ino: u64, by: Caller) -> Result<(), FsError> {
+        let mut txn = self.store.begin();
+        let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        if self.drop_privs_in(&mut txn, &mut inode, by)? {
+            tracing::debug!(ino, uid = by.uid, perm = format_args!("{:o}", inode.perm), "write dropped privileges");
+            inode.ctime = Stamp::now();
+            txn.put_inode(&inode);
+            txn.commit(false)?;
+        }
+        Ok(())
+    }
+
+    /// [`Drive::drop_privs`] within `txn` (directories keep their bits:
+    /// set-group-ID on one is inheritance); the caller writes `inode` when
+    /// this returns true.
+    fn drop_privs_in(&self, txn: &mut Txn<'_>, inode: &mut Inode, by: Caller) -> Result<bool, FsError> {
+        if inode.kind == Kind::Dir {
+            return Ok(false);
+        }
+        let mut dropped = false;
+        if inode.perm & S_ISUID != 0 {
+            inode.perm &= !S_ISUID;
+            dropped = true;
+        }
+        if inode.perm & S_ISGID != 0 && (inode.perm & S_IXGRP != 0 || !in_group(by, inode.gid)) {
+            inode.perm &= !S_ISGID;
+            dropped = true;
+        }
+        if self.store.xattr(inode.ino, CAPS_XATTR)?.is_some() {
+            txn.delete_xattr(inode.ino, CAPS_XATTR);
+            dropped = true;
+        }
+        Ok(dropped)
     }
 
     /// Opens a directory: its entries are read once, so a listing stays
@@ -565,6 +626,20 @@ fn check_writable_xattr(name: &[u8]) -> Result<(), FsError> {
         return Err(FsError::NotPermitted);
     }
     Ok(())
+}
+
+/// Whether `by` may keep a group's set-group-ID bit: root, or a member
+/// of the group (its own group, or one of its process's supplementary
+/// groups, read from /proc; none known without it).
+fn in_group(by: Caller, gid: u32) -> bool {
+    if by.uid == 0 || by.gid == gid {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", by.pid)) else {
+        return false;
+    };
+    let groups = status.lines().find_map(|l| l.strip_prefix("Groups:")).unwrap_or("");
+    groups.split_whitespace().any(|g| g.parse::<u32>() == Ok(gid))
 }
 
 fn check_xattr_name(name: &[u8]) -> Result<(), FsError> {

@@ -6,7 +6,7 @@ use super::*;
 use crate::store::ROOT_INO;
 use crate::test_data::{Rng, data};
 
-pub(super) const ME: Caller = Caller { uid: 0, gid: 0 };
+pub(super) const ME: Caller = Caller { uid: 0, gid: 0, pid: 0 };
 
 pub(super) fn drive_with(dir: &std::path::Path, sizes: ChunkSizes) -> Drive {
     let store = Arc::new(Store::open(dir, 0, 0).expect("open store"));
@@ -177,6 +177,63 @@ fn xattrs_follow_create_and_replace_flags() {
     assert_eq!(d.listxattr(f.ino).unwrap(), b"user.k\0");
     d.removexattr(f.ino, b"user.k").unwrap();
     assert!(matches!(d.getxattr(f.ino, b"user.k"), Err(FsError::NoAttr)));
+}
+
+#[test]
+fn privileges_drop_by_the_kernels_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    // pid 0: no supplementary groups known.
+    let nobody = Caller { uid: 65534, gid: 65534, pid: 0 };
+    let in_group = Caller { uid: 1000, gid: 0, pid: 0 };
+    let perm = |ino: u64| d.getattr(ino).unwrap().perm;
+    let file = |name: &[u8], perm: u16| {
+        let (f, fh) = d.create(ME, ROOT_INO, name, 0o644).unwrap();
+        d.release(fh).unwrap();
+        d.setattr(f.ino, SetAttr { mode: Some(u32::from(perm)), ..SetAttr::default() }).unwrap();
+        f.ino
+    };
+    let cases: [(&[u8], u16, Caller, u16); 6] = [
+        (b"both", 0o6755, nobody, 0o755),
+        (b"suid-only", 0o4644, in_group, 0o644),
+        // Without group execute set-group-ID is mandatory locking: kept for
+        // a member of the group, dropped for anyone else.
+        (b"lock-member", 0o2644, in_group, 0o2644),
+        (b"lock-stranger", 0o2644, nobody, 0o644),
+        (b"sgid-exec-member", 0o2754, in_group, 0o754),
+        (b"plain", 0o777, nobody, 0o777),
+    ];
+    for (name, before, by, after) in cases {
+        let ino = file(name, before);
+        let ctime = d.getattr(ino).unwrap().ctime;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        d.drop_privs(ino, by).unwrap();
+        assert_eq!(perm(ino), after, "{}", String::from_utf8_lossy(name));
+        let changed = d.getattr(ino).unwrap().ctime != ctime;
+        assert_eq!(changed, before != after, "{}: ctime moves only with a change", String::from_utf8_lossy(name));
+    }
+
+    // Capabilities go for anyone; other attributes stay.
+    let capable = file(b"capable", 0o755);
+    d.setxattr(capable, b"security.capability", &[1; 20], 0).unwrap();
+    d.setxattr(capable, b"user.keep", b"v", 0).unwrap();
+    d.drop_privs(capable, ME).unwrap();
+    assert!(matches!(d.getxattr(capable, b"security.capability"), Err(FsError::NoAttr)));
+    assert_eq!(d.getxattr(capable, b"user.keep").unwrap(), b"v");
+
+    // Through setattr: a chown drops them (judged as root's when nobody is
+    // named); a truncate only when asked; a directory keeps set-group-ID.
+    let given = file(b"given", 0o6755);
+    d.setattr(given, SetAttr { uid: Some(65534), ..SetAttr::default() }).unwrap();
+    assert_eq!(perm(given), 0o755);
+    let cut = file(b"cut", 0o6755);
+    d.setattr(cut, SetAttr { size: Some(0), ..SetAttr::default() }).unwrap();
+    assert_eq!(perm(cut), 0o6755, "root's truncate keeps the bits");
+    d.setattr(cut, SetAttr { size: Some(0), drop_privs: Some(nobody), ..SetAttr::default() }).unwrap();
+    assert_eq!(perm(cut), 0o755);
+    let dir_ino = d.mkdir(ME, ROOT_INO, b"dir", 0o2777).unwrap().ino;
+    d.setattr(dir_ino, SetAttr { uid: Some(65534), ..SetAttr::default() }).unwrap();
+    assert_eq!(perm(dir_ino), 0o2777);
 }
 
 /// A durability handle over the store's replica records, as the node's is,

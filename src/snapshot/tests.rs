@@ -8,7 +8,7 @@ use crate::store::ROOT_INO;
 use crate::test_data::data;
 use std::sync::Arc;
 
-const ME: Caller = Caller { uid: 0, gid: 0 };
+const ME: Caller = Caller { uid: 0, gid: 0, pid: 0 };
 
 /// Serves chunk bodies from another store: the "providers" of the test.
 struct From(Arc<Store>);

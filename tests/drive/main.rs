@@ -6,5 +6,6 @@ mod common;
 mod durability;
 mod ledger;
 mod posix;
+mod privileges;
 mod status;
 mod tools;
