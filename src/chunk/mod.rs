@@ -15,7 +15,7 @@ pub mod proof;
 mod seal;
 
 pub use cut::{ChunkSizes, Chunker};
-pub use seal::{ChunkError, UserSecret, open, open_verified, open_with, seal, seal_with};
+pub use seal::{ChunkError, UserSecret, open, open_local, open_verified, open_with, seal, seal_with};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -23,7 +23,7 @@ pub use remote::Remote;
 
 use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::lock;
-use crate::store::{Inode, Kind, Store, StoreError};
+use crate::store::{Evicted, Inode, Kind, Store, StoreError};
 use data::{FileState, Job, Sealed, WriteOutcome};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,23 +141,48 @@ fn spawn_committer(store: Arc<Store>, secret: UserSecret) -> Option<(JobQueue, s
 }
 
 /// Reads, verifies and decrypts one chunk: from the store, or from the
-/// network if its body is not local (then kept locally again).
+/// network if its body is not local (then kept locally again). A local
+/// copy that rotted is dropped and fetched again when a holder has the
+/// chunk; the only copy of a chunk is never dropped.
 fn load_chunk(store: &Store, remote: Option<&dyn Remote>, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
-    let body = match store.chunk_body(&e.id) {
-        Err(StoreError::NotLocal(_)) => {
-            let remote = remote.ok_or_else(|| FsError::Unavailable("no network to fetch it from".into()))?;
-            let body = remote.fetch(&e.id).map_err(|why| {
-                tracing::warn!(chunk = %e.id.fmt_short(), cause = %why, "chunk unavailable");
-                FsError::Unavailable(why)
-            })?;
-            if let Err(err) = store.restore_body(&body) {
-                tracing::warn!(chunk = %e.id.fmt_short(), cause = %err, "cannot keep a fetched chunk");
-            }
-            chunk::open_verified(&e.key, body)
-        }
-        other => chunk::open(&e.id, &e.key, other?),
+    let opened = match store.chunk_body(&e.id) {
+        Err(StoreError::NotLocal(_)) => return fetch_chunk(store, remote, e),
+        other => chunk::open_local(&e.id, &e.key, other?),
     };
-    body.map_err(|err| {
+    let err = match opened {
+        Ok(plain) => return Ok(plain),
+        Err(err) => err,
+    };
+    // Rot, or a wrong key in the manifest? The stored bytes against the id
+    // tell (the failed decryption scrambled its buffer).
+    let rotten = store.chunk_body(&e.id).is_ok_and(|body| !e.id.verifies(&body));
+    if rotten && let Some(remote) = remote {
+        match store.drop_rotten(&e.id) {
+            Ok(Evicted::Freed(_)) => {
+                tracing::warn!(chunk = %e.id.fmt_short(), "the local copy is corrupt: fetching the chunk from a holder");
+                return fetch_chunk(store, Some(remote), e);
+            }
+            Ok(_) => tracing::error!(chunk = %e.id.fmt_short(), "the local copy is corrupt and the only one"),
+            Err(why) => tracing::error!(chunk = %e.id.fmt_short(), cause = %why, "cannot drop a corrupt local copy"),
+        }
+    }
+    let err = if rotten { ChunkError::IdMismatch { id: e.id } } else { err };
+    tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
+    Err(FsError::Chunk(err))
+}
+
+/// Fetches a chunk that is not local from a holder, verified against its
+/// id before anything else, keeps a copy and decrypts it.
+fn fetch_chunk(store: &Store, remote: Option<&dyn Remote>, e: &ManifestEntry) -> Result<Vec<u8>, FsError> {
+    let remote = remote.ok_or_else(|| FsError::Unavailable("no network to fetch it from".into()))?;
+    let body = remote.fetch(&e.id).map_err(|why| {
+        tracing::warn!(chunk = %e.id.fmt_short(), cause = %why, "chunk unavailable");
+        FsError::Unavailable(why)
+    })?;
+    if let Err(err) = store.restore_body(&body) {
+        tracing::warn!(chunk = %e.id.fmt_short(), cause = %err, "cannot keep a fetched chunk");
+    }
+    chunk::open_verified(&e.key, body).map_err(|err| {
         tracing::error!(chunk = %e.id.fmt_short(), cause = %err, "chunk failed verification");
         FsError::Chunk(err)
     })

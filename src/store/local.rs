@@ -57,12 +57,24 @@ impl Store {
 
     /// Frees the local body of a placed chunk. Pending chunks stay.
     pub fn evict(&self, id: &ChunkId) -> Result<Evicted, StoreError> {
+        self.free_body(id, false)
+    }
+
+    /// Frees a local body that failed its check, so that the next read
+    /// fetches the chunk from a holder: as [`Store::evict`], but a pinned
+    /// chunk's rotten copy goes too. A chunk with no replica elsewhere
+    /// keeps it (`Pending`): it is the only copy there is.
+    pub fn drop_rotten(&self, id: &ChunkId) -> Result<Evicted, StoreError> {
+        self.free_body(id, true)
+    }
+
+    fn free_body(&self, id: &ChunkId, even_pinned: bool) -> Result<Evicted, StoreError> {
         let _guard = crate::lock(&self.writer);
         let Some(mut rec) = self.chunk(id)? else { return Ok(Evicted::Unknown) };
         if !rec.is_local() {
             return Ok(Evicted::AlreadyRemote);
         }
-        if rec.placement.pending || rec.placement.pinned || rec.placement.replicas == 0 {
+        if rec.placement.pending || (rec.placement.pinned && !even_pinned) || rec.placement.replicas == 0 {
             return Ok(Evicted::Pending);
         }
         let mut batch = WriteBatch::default();

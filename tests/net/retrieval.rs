@@ -1,6 +1,7 @@
 //! Lazy retrieval with real processes: placed chunks evicted from the
 //! client's cache come back from providers, verified, on read; a holder
 //! whose stored bytes rotted on disk is caught and the next one serves;
+//! the client's own rotten copies are fetched again from holders;
 //! with every holder gone an evicted file reads EIO while local data still
 //! reads; `[storage] cache_size` bounds the local copies.
 
@@ -91,6 +92,40 @@ fn rotten_holder(mode: Mode) {
     c.shutdown();
 }
 
+/// The client's own disk rots: every local body of a placed chunk, pinned
+/// or not, is dropped on read and fetched again from a holder, and the
+/// fetched copy is kept (the files read with every provider gone after).
+fn rotten_local_copy(mode: Mode) {
+    let mut c = Cluster::start(mode);
+    c.wait_providers_known(PROVIDERS);
+    let files = write_files(&c.client, &[("rot/plain", 75, 6 * MIB), ("rot/pinned", 76, 3 * MIB + 17)]);
+    let pinned = files[1].0.to_str().expect("utf-8 path").to_owned();
+    let out = ask(c.client_home(), &["pin", &pinned, "--json"]);
+    assert_eq!(out.code, Some(0), "pin:\n{}", out.text);
+    let out = ask(c.client_home(), &["sync", "--durable"]);
+    assert_eq!(out.code, Some(0), "sync --durable:\n{}", out.text);
+    c.client.unmount();
+    assert!(rot_packs(&c.client.home) > 0, "the client has packs to rot");
+    c.client.mount();
+    c.wait_providers_known(PROVIDERS);
+    assert_files(&files);
+    let promises = json(&c, &["promises", "--json"]);
+    let retrievals = promises.as_array().expect("array").iter().filter(|p| p["kind"] == "retrieval").count();
+    assert!(retrievals > 0, "the rotten copies came back under retrieval promises: {promises}");
+    assert!(
+        promises.as_array().expect("array").iter().all(|p| p["state"] != "broken"),
+        "no holder is blamed: {promises}"
+    );
+
+    for p in &mut c.providers {
+        p.kill9();
+    }
+    c.client.unmount();
+    c.client.mount();
+    assert_files(&files);
+    c.shutdown();
+}
+
 fn all_holders_gone(mode: Mode) {
     let mut c = Cluster::start(mode);
     c.wait_providers_known(PROVIDERS);
@@ -138,6 +173,16 @@ fn cold_read_hybrid() {
 #[test]
 fn cold_read_market() {
     cold_read(Mode::Market);
+}
+
+#[test]
+fn rotten_local_copy_hybrid() {
+    rotten_local_copy(Mode::Hybrid);
+}
+
+#[test]
+fn rotten_local_copy_market() {
+    rotten_local_copy(Mode::Market);
 }
 
 #[test]
