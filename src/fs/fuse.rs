@@ -148,18 +148,17 @@ impl Filesystem for PactFs {
         if let Err(max) = config.set_max_readahead(MAX_WRITE) {
             let _ = config.set_max_readahead(max);
         }
+        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_READDIRPLUS_AUTO, InitFlags::FUSE_PARALLEL_DIROPS]
+        {
+            let _ = config.add_capabilities(flag);
+        }
         // HANDLE_KILLPRIV_V2: the kernel stops asking for security.capability
         // before every write (a round trip each, which halved the rate of
         // small writes) and leaves dropping set-user-ID and capabilities on
-        // write, truncate and chown to us (Drive::drop_privs).
-        for flag in [
-            InitFlags::FUSE_DO_READDIRPLUS,
-            InitFlags::FUSE_READDIRPLUS_AUTO,
-            InitFlags::FUSE_PARALLEL_DIROPS,
-            InitFlags::FUSE_HANDLE_KILLPRIV_V2,
-        ] {
-            let _ = config.add_capabilities(flag);
-        }
+        // write, truncate and chown to us (Drive::drop_privs). Linux's bit
+        // only: macFUSE gives bit 28 another meaning.
+        #[cfg(target_os = "linux")]
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         Ok(())
     }
 
