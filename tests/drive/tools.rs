@@ -1,5 +1,5 @@
-//! Real external tools on a real mount: coreutils, tar, rsync, git, sqlite3 and
-//! attr, each test on its own drive, checking bytes and metadata afterwards.
+//! Real external tools on a real mount: coreutils, tar, rsync, git, sqlite3,
+//! attr and fsx, each test on its own drive, checking bytes and metadata afterwards.
 
 use std::fs;
 use std::io::Write;
@@ -611,4 +611,45 @@ fn ioctls_are_refused_like_a_local_file_system_does() {
     d.unmount();
     let log = fs::read_to_string(d.home.join("pactfs.log")).unwrap();
     assert!(!log.contains("Not Implemented] ioctl"), "an ioctl reached fuser's default handler:\n{log}");
+}
+
+/// fsx (the File System eXerciser, Rust rewrite, `cargo install fsx`;
+/// scripts/setup installs it): seeded random reads, writes, mmap reads and
+/// writes, truncates, fsyncs, fallocate, hole punching, sendfile, fadvise,
+/// copy_file_range and close/reopen, each read checked against fsx's own
+/// model of the file. Once on a small file (many operations per chunk)
+/// and once on one of several chunks with operations up to 1 MiB; then the
+/// store must check clean.
+#[test]
+fn fsx_random_operations_match_its_model() {
+    const OPS: &str = "close_open = 2\nread = 10\nwrite = 10\nmapread = 5\nmapwrite = 5\ninvalidate = 1\n\
+        truncate = 2\nfsync = 1\nfdatasync = 1\nposix_fallocate = 1\npunch_hole = 1\nsendfile = 1\n\
+        posix_fadvise = 1\ncopy_file_range = 2\n";
+    let runs = [("small", 262_144, 65_536, 10_000, 1), ("chunks", 8 * MIB, MIB, 3_000, 2)];
+    let work = tempfile::tempdir().unwrap();
+    let mut d = Drive::new();
+    d.mount();
+    for (name, flen, max_op, ops, seed) in runs {
+        let config = work.path().join(format!("{name}.toml"));
+        fs::write(&config, format!("flen = {flen}\n[opsize]\nmax = {max_op}\n[weights]\n{OPS}")).unwrap();
+        let out = output_of(Command::new("fsx").args([
+            "-f",
+            s(&config),
+            "-N",
+            &ops.to_string(),
+            "-S",
+            &seed.to_string(),
+            "-P",
+            s(work.path()),
+            s(&d.path(name)),
+        ]));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && text.contains("All operations completed A-OK"),
+            "fsx {name} (seed {seed}; is fsx installed? scripts/setup does it):\n{text}"
+        );
+    }
+    d.unmount();
+    let fsck = d.pactfs(&["fsck"]);
+    assert_eq!(fsck.status.code(), Some(0), "fsck after fsx:\n{}", d.last_command());
 }
