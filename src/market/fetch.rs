@@ -277,10 +277,26 @@ impl Agent {
             )));
         }
         let storage = self.current_promise(&named);
-        let (mut chunks, mut bytes) = lock(&self.held)
+        let (promised, mut bytes) = lock(&self.held)
             .get(&storage)
             .filter(|h| h.provider() == holder)
             .map_or((Vec::new(), 0), |h| (h.promise.terms.chunks.clone(), h.promise.terms.bytes));
+        // Only chunks this holder signed a receipt for: a promise may name
+        // chunks that were never uploaded (released before their pass
+        // reached them), and a bid naming one is refused as not held,
+        // which would blame an honest provider.
+        let mut chunks = self
+            .on_store(move |s| {
+                let mut out = Vec::with_capacity(promised.len());
+                for c in promised {
+                    if s.replica_receipt(&ChunkId(c), &holder.0)?.is_some() {
+                        out.push(c);
+                    }
+                }
+                Ok(out)
+            })
+            .await
+            .unwrap_or_default();
         if !chunks.contains(&id.0) {
             chunks = vec![id.0];
             bytes = crate::net::proto::MAX_CHUNK as u64;

@@ -239,3 +239,63 @@ fn store_with_chunk(dir: &std::path::Path, len: usize, seed: u64) -> (Arc<Store>
 fn p_key(p: &Provider) -> [u8; 32] {
     p.node_key().0
 }
+
+/// A storage promise can name chunks that were never uploaded (released
+/// before their upload). Fetching a chunk that was uploaded must bid for
+/// the chunks the holder signed receipts for, not the promise's whole
+/// list: the holder refuses a bid naming chunks it does not hold, and an
+/// honest provider would be blamed for a broken promise.
+#[test]
+fn a_fetch_bids_only_for_chunks_the_holder_signed_for() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    runtime().block_on(async {
+        let pstore = Arc::new(Store::open(dirs[0].path(), 0, 0).unwrap());
+        let terms = ProviderTerms {
+            capacity: 64 << 20,
+            price_per_gib_month: MILLI,
+            price_per_gib_retrieval: MILLI,
+            min_duration: 1,
+            max_duration: 86400,
+            voluntary_capacity: 0,
+        };
+        let p = Arc::new(
+            Provider::new(pstore.clone(), Signer::from_seed(&[1; 32]), terms, Faults::default(), None).unwrap(),
+        );
+        let ph = start_node(1, Role::Provider, Some(p.clone() as Arc<dyn Service>), vec![]).await;
+        let store = Arc::new(Store::open(dirs[1].path(), 0, 0).unwrap());
+        let mut txn = store.begin();
+        let ids: Vec<ChunkId> = (0..2)
+            .map(|i| {
+                let body = crate::test_data::data(150_000, 40 + i);
+                let id = ChunkId::of(&body);
+                txn.add_chunk_at(&id, &body, None).unwrap();
+                id
+            })
+            .collect();
+        txn.commit(true).unwrap();
+        let client = start_node(9, Role::Client, None, vec![addr_of(&ph).await]).await;
+        let cfg = AgentConfig { replication: 1, ..config() };
+        let agent = Arc::new(
+            Agent::new(store.clone(), client.clone(), Signer::from_seed(&[9; 32]), Mode::Market, cfg, None).unwrap(),
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(agent.clone().run(stop_rx));
+        until("both chunks placed", || store.pending_ids(None, 100).unwrap().is_empty()).await;
+        let promises = agent.promises();
+        assert_eq!(promises.len(), 1, "one promise names both chunks: {promises:?}");
+
+        // The second chunk "was never uploaded": the provider does not hold
+        // it and the client has no receipt for it.
+        let (kept, never) = (ids[0], ids[1]);
+        assert!(pstore.unhold(&never).unwrap());
+        assert!(store.drop_replica(&never, &p_key(&p)).unwrap());
+        assert!(matches!(store.evict(&kept).unwrap(), crate::store::Evicted::Freed(_)));
+
+        let got = agent.fetch(kept).await.expect("the holder serves the chunk it signed for");
+        assert_eq!(got.id(), kept);
+        let states: Vec<String> = agent.promises().iter().map(|p| p.state.clone()).collect();
+        assert!(!states.iter().any(|s| s == "broken"), "no promise broken: {states:?}");
+        stop_tx.send(true).unwrap();
+        let _ = task.await;
+    });
+}
