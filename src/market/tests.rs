@@ -36,6 +36,10 @@ async fn addr_of(h: &NetHandle) -> Multiaddr {
 }
 
 fn provider(dir: &std::path::Path, seed: u8, price: u64) -> Arc<Provider> {
+    provider_on(Arc::new(Store::open(dir, 0, 0).unwrap()), seed, price)
+}
+
+fn provider_on(store: Arc<Store>, seed: u8, price: u64) -> Arc<Provider> {
     let terms = ProviderTerms {
         capacity: 64 << 20,
         price_per_gib_month: price,
@@ -44,7 +48,6 @@ fn provider(dir: &std::path::Path, seed: u8, price: u64) -> Arc<Provider> {
         max_duration: 86400,
         voluntary_capacity: 0,
     };
-    let store = Arc::new(Store::open(dir, 0, 0).unwrap());
     Arc::new(Provider::new(store, Signer::from_seed(&[seed; 32]), terms, Faults::default(), None).unwrap())
 }
 
@@ -250,17 +253,7 @@ fn a_fetch_bids_only_for_chunks_the_holder_signed_for() {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     runtime().block_on(async {
         let pstore = Arc::new(Store::open(dirs[0].path(), 0, 0).unwrap());
-        let terms = ProviderTerms {
-            capacity: 64 << 20,
-            price_per_gib_month: MILLI,
-            price_per_gib_retrieval: MILLI,
-            min_duration: 1,
-            max_duration: 86400,
-            voluntary_capacity: 0,
-        };
-        let p = Arc::new(
-            Provider::new(pstore.clone(), Signer::from_seed(&[1; 32]), terms, Faults::default(), None).unwrap(),
-        );
+        let p = provider_on(pstore.clone(), 1, MILLI);
         let ph = start_node(1, Role::Provider, Some(p.clone() as Arc<dyn Service>), vec![]).await;
         let store = Arc::new(Store::open(dirs[1].path(), 0, 0).unwrap());
         let mut txn = store.begin();
