@@ -105,6 +105,9 @@ pub struct FileState {
     pub opens: u32,
     /// What of the dirty bytes the store's journal holds.
     journal: Journal,
+    /// The access time was brought up to date (relatime) since this state
+    /// was loaded or last written: reads need not look again.
+    pub atime_fresh: bool,
 }
 
 impl FileState {
@@ -126,6 +129,7 @@ impl FileState {
             inflight: VecDeque::new(),
             opens: 0,
             journal: Journal::default(),
+            atime_fresh: false,
         };
         st.replay_journal(drive)?;
         Ok(st)
@@ -175,7 +179,9 @@ impl FileState {
     /// that holds data; `SEEK_HOLE`: the first that does not (the end of
     /// the file counts as a hole). `None` when there is no such offset
     /// (the caller answers ENXIO). Data is what any chunk, streamed job or
-    /// dirty range covers; the rest are holes that read as zeros.
+    /// dirty range covers, widened to whole blocks (`BLOCK_SIZE`, as
+    /// `st_blksize` says) as a disk's holes are: tools probe the block
+    /// size that way; the rest are holes that read as zeros.
     pub fn seek(&self, off: u64, hole: bool) -> Option<u64> {
         if off >= self.size {
             return None;
@@ -184,6 +190,11 @@ impl FileState {
             self.manifest.iter().filter(|e| e.len > 0).map(|e| (e.offset, e.end())).collect();
         extents.extend(self.inflight.iter().map(|j| (j.start, j.end())));
         extents.extend(self.overlay.clusters(0));
+        let block = u64::from(super::BLOCK_SIZE);
+        for (start, end) in &mut extents {
+            *start -= *start % block;
+            *end = end.div_ceil(block).saturating_mul(block);
+        }
         extents.sort_unstable();
         let mut pos = off;
         for (start, end) in extents {
@@ -255,6 +266,7 @@ impl FileState {
         if end > super::MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
+        self.atime_fresh = false;
         self.overlay.insert(off, data);
         self.journal.written(off, end);
         self.size = self.size.max(end);
@@ -343,6 +355,7 @@ impl FileState {
         if size > super::MAX_FILE_SIZE {
             return Err(FsError::TooBig);
         }
+        self.atime_fresh = false;
         if size < self.size {
             self.cut_out(drive, size, u64::MAX)?;
         }
@@ -419,7 +432,7 @@ impl FileState {
         let mut committed: Vec<(u64, u64)> = Vec::new();
         let mut covered_to = 0u64;
         let mut cut_all = || -> Result<(), FsError> {
-            for (ds, de) in self.overlay.clusters(max) {
+            for (ds, de) in self.commit_spans(max) {
                 let ds = ds.max(covered_to);
                 if ds >= de {
                     continue;
@@ -472,6 +485,26 @@ impl FileState {
             self.manifest.splice(u.at..u.at + u.added, u.removed.iter().copied());
         }
         self.removed.truncate(removed_before);
+    }
+
+    /// The dirty runs, merged where less than `gap` apart and the bytes
+    /// between are data: merged runs are cut together (no tiny chunks from
+    /// scattered small writes), but a hole between two runs (a punched
+    /// range, a sparse write) stays a hole instead of being cut as zeros.
+    fn commit_spans(&self, gap: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in self.overlay.clusters(0) {
+            match out.last_mut() {
+                Some(last) if s <= last.1 + gap && self.has_any_data(last.1, s) => last.1 = last.1.max(e),
+                _ => out.push((s, e)),
+            }
+        }
+        out
+    }
+
+    /// True when an old chunk or a job in flight holds any byte of `[a, b)`.
+    fn has_any_data(&self, a: u64, b: u64) -> bool {
+        self.has_old_bytes(a, b) || self.inflight.iter().any(|j| j.start < b && a < j.end())
     }
 
     /// True when committing `committed` leaves no dirty bytes behind.

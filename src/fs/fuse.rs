@@ -148,8 +148,15 @@ impl Filesystem for PactFs {
         if let Err(max) = config.set_max_readahead(MAX_WRITE) {
             let _ = config.set_max_readahead(max);
         }
-        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_READDIRPLUS_AUTO, InitFlags::FUSE_PARALLEL_DIROPS]
-        {
+        // EXPORT_SUPPORT: file handles (open_by_handle_at, NFS) outlive the
+        // kernel's cache and remounts, since an inode number is never
+        // handed out twice; the kernel finds them again by "." and "..".
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_EXPORT_SUPPORT,
+        ] {
             let _ = config.add_capabilities(flag);
         }
         // HANDLE_KILLPRIV_V2: the kernel stops asking for security.capability
@@ -176,6 +183,10 @@ impl Filesystem for PactFs {
             Err(FsError::NotFound) => reply.entry(&TTL, &negative_attr(), Generation(0)),
             r => reply_entry(reply, r),
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        self.drive.forget(ino.0);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -364,7 +375,7 @@ impl Filesystem for PactFs {
     }
 
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let entries = match self.drive.dir_entries(fh.0) {
+        let entries = match self.drive.dir_entries(fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -377,7 +388,7 @@ impl Filesystem for PactFs {
     }
 
     fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let entries = match self.drive.dir_entries(fh.0) {
+        let entries = match self.drive.dir_entries(fh.0, offset) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
@@ -551,7 +562,8 @@ impl Filesystem for PactFs {
         // Space is not reserved ahead (chunks are content-addressed and
         // deduplicated, so zeros cost almost nothing): preallocation only
         // sets the size, a punched range becomes a hole and a zeroed one
-        // is written with zeros.
+        // is written with zeros. A range larger than the free space is
+        // refused (ENOSPC), since writing it could never succeed.
         const KEEP: i32 = libc::FALLOC_FL_KEEP_SIZE;
         const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE;
         const ZERO: i32 = libc::FALLOC_FL_ZERO_RANGE;
@@ -562,6 +574,10 @@ impl Filesystem for PactFs {
         let r = self.drive.getattr(ino.0).and_then(|i| {
             let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
             let keep = mode & KEEP != 0;
+            let free = self.drive.statfs().blocks_free.saturating_mul(u64::from(BLOCK_SIZE));
+            if mode & PUNCH == 0 && length.saturating_sub(i.allocated) > free {
+                return Err(FsError::NoSpace);
+            }
             if mode & PUNCH != 0 {
                 self.drive.punch(fh.0, offset, end)?;
             } else if mode & ZERO != 0 {

@@ -181,6 +181,8 @@ pub enum FsError {
     TooManyLinks,
     #[error("operation not supported")]
     NotSupported,
+    #[error("no space left on the drive")]
+    NoSpace,
     /// The bytes of a chunk failed verification: never served.
     #[error(transparent)]
     Chunk(#[from] ChunkError),
@@ -210,6 +212,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::TooManyLinks => libc::EMLINK,
             FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::NoSpace => libc::ENOSPC,
             FsError::Chunk(_) | FsError::Unavailable(_) => libc::EIO,
             FsError::Store(e) => e.raw_os_error().unwrap_or(libc::EIO),
         }
@@ -256,8 +259,11 @@ enum Handle {
         ino: u64,
         cell: Arc<FileCell>,
     },
+    /// An open directory; its listing as the last read from offset 0
+    /// took it.
     Dir {
-        entries: Arc<Vec<DirEntry>>,
+        ino: u64,
+        entries: Option<Arc<Vec<DirEntry>>>,
     },
 }
 
@@ -272,6 +278,11 @@ pub struct Drive {
     dirty: Arc<std::sync::atomic::AtomicUsize>,
     open_files: Mutex<HashMap<u64, Arc<FileCell>>>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Directories removed (rmdir, or replaced by a rename) as the kernel
+    /// last saw them, link count 0, until it forgets them: an open
+    /// descriptor or a working directory still `fstat`s them, as on a
+    /// local disk. In memory only: a directory holds no data.
+    dead_dirs: Mutex<HashMap<u64, Inode>>,
     next_fh: AtomicU64,
     /// The background committer of streaming writes; `None` if its thread
     /// could not start (writes then commit in the foreground).
@@ -312,6 +323,7 @@ impl Drive {
             dirty: Arc::default(),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            dead_dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             durability: RwLock::new(Arc::new(Offline::default())),
             remote: RwLock::new(None),
@@ -352,7 +364,9 @@ impl Drive {
         // writes the final size, so a state that is gone by now has left
         // the store up to date, and one that is still here is the truth.
         let open = self.open_state(ino);
-        let mut inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        let Some(mut inode) = self.store.inode(ino)? else {
+            return lock(&self.dead_dirs).get(&ino).cloned().ok_or(FsError::NotFound);
+        };
         if let Some(cell) = open {
             let st = lock(&cell.state);
             inode.size = st.size;
@@ -434,8 +448,14 @@ impl Drive {
 
     pub fn read(&self, fh: u64, off: u64, len: u32) -> Result<ReadOut, FsError> {
         let cell = self.file_of(fh)?;
-        let st = lock(&cell.state);
-        st.read(self, off, len)
+        let mut st = lock(&cell.state);
+        let out = st.read(self, off, len)?;
+        if !st.atime_fresh {
+            st.atime_fresh = true;
+            let modified = st.mtime.into_iter().chain(st.ctime).max();
+            self.touch_atime(st.ino, modified)?;
+        }
+        Ok(out)
     }
 
     /// `lseek(2)` with `SEEK_DATA` or `SEEK_HOLE` (see [`FileState::seek`]).

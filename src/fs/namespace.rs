@@ -9,6 +9,7 @@ use super::{Caller, DirEntry, Drive, FsError, Handle, NAME_MAX, lock};
 use crate::chunk::ChunkId;
 use crate::store::{Dirent, Inode, Kind, Stamp, Store, Txn};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 const S_ISUID: u16 = 0o4000;
@@ -114,9 +115,17 @@ impl Drive {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
+        // "." and ".." come only from the kernel resolving a file handle
+        // (open_by_handle_at, an NFS export): "." of any kind of node.
+        if name == b"." {
+            return self.getattr(parent);
+        }
         let p = self.store.inode(parent)?.ok_or(FsError::NotFound)?;
         if p.kind != Kind::Dir {
             return Err(FsError::NotDir);
+        }
+        if name == b".." {
+            return self.getattr(p.parent);
         }
         let d = self.store.lookup(parent, name)?.ok_or(FsError::NotFound)?;
         self.getattr(d.ino)
@@ -295,6 +304,7 @@ impl Drive {
             return Err(FsError::NotEmpty);
         }
         let now = Stamp::now();
+        let dead = self.store.inode(d.ino)?;
         txn.delete_dirent(parent, name);
         txn.delete_inode(d.ino)?;
         let p = changes.get(parent)?;
@@ -302,7 +312,53 @@ impl Drive {
         changes.touch_dir(parent, now)?;
         changes.write(&mut txn, &[d.ino]);
         txn.commit(false)?;
+        self.bury_dir(dead, now);
         Ok(())
+    }
+
+    /// Sets the access time of a file read or a directory listed, by the
+    /// relatime rule Linux mounts by default: only when it is not newer
+    /// than the last change (`modified`: one not yet in the store) or is a
+    /// day old. So a reader sees whether a file was read since it changed
+    /// (mail readers, tmpreaper), and a read costs a write at most once
+    /// per change.
+    pub(super) fn touch_atime(&self, ino: u64, modified: Option<Stamp>) -> Result<(), FsError> {
+        const DAY_SECS: i64 = 24 * 60 * 60;
+        let due = |i: &Inode, now: Stamp| {
+            let changed = modified.into_iter().chain([i.mtime, i.ctime]).max().unwrap_or_default();
+            i.atime <= changed || now.secs - i.atime.secs >= DAY_SECS
+        };
+        let now = Stamp::now();
+        match self.store.inode(ino)? {
+            Some(i) if due(&i, now) => {}
+            _ => return Ok(()),
+        }
+        // Read again under the writer lock: a chmod in between must not be
+        // undone.
+        let mut txn = self.store.begin();
+        let Some(mut inode) = self.store.inode(ino)? else { return Ok(()) };
+        if !due(&inode, now) {
+            return Ok(());
+        }
+        inode.atime = now;
+        txn.put_inode(&inode);
+        txn.commit(false)?;
+        Ok(())
+    }
+
+    /// Keeps a removed directory's last attributes for whoever still holds
+    /// it (see `Drive::dead_dirs`).
+    fn bury_dir(&self, dead: Option<Inode>, now: Stamp) {
+        if let Some(mut inode) = dead {
+            inode.nlink = 0;
+            inode.ctime = now;
+            lock(&self.dead_dirs).insert(inode.ino, inode);
+        }
+    }
+
+    /// The kernel dropped its last reference to `ino`.
+    pub fn forget(&self, ino: u64) {
+        lock(&self.dead_dirs).remove(&ino);
     }
 
     /// `renameat2`: `flags` may hold `RENAME_NOREPLACE` or `RENAME_EXCHANGE`.
@@ -338,6 +394,7 @@ impl Drive {
             return Ok(());
         }
         let mut deleted = Vec::new();
+        let mut dead_dir = None;
         if let Some(dst) = dst {
             if noreplace {
                 return Err(FsError::Exists);
@@ -353,6 +410,7 @@ impl Drive {
                     if self.store.dir_has_entries(dst.ino)? {
                         return Err(FsError::NotEmpty);
                     }
+                    dead_dir = self.store.inode(dst.ino)?;
                     txn.delete_inode(dst.ino)?;
                     deleted.push(dst.ino);
                     let np = changes.get(newparent)?;
@@ -373,6 +431,7 @@ impl Drive {
         changes.touch_dir(newparent, now)?;
         changes.write(&mut txn, &deleted);
         txn.commit(false)?;
+        self.bury_dir(dead_dir, now);
         Ok(())
     }
 
@@ -496,13 +555,28 @@ impl Drive {
         Ok(dropped)
     }
 
-    /// Opens a directory: its entries are read once, so a listing stays
-    /// consistent while the directory changes.
+    /// Opens a directory. Its entries are read at the first `readdir` and
+    /// again at every read from offset 0, so a listing stays consistent
+    /// while the directory changes, and `rewinddir(3)` shows what was added
+    /// since (POSIX asks for that).
     pub fn opendir(&self, ino: u64) -> Result<u64, FsError> {
         let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
         if inode.kind != Kind::Dir {
             return Err(FsError::NotDir);
         }
+        Ok(self.new_handle(Handle::Dir { ino, entries: None }))
+    }
+
+    /// The listing of an open directory for a read at `offset`: taken
+    /// afresh at offset 0, else the one the read from 0 took.
+    pub fn dir_entries(&self, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>, FsError> {
+        let ino = match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir { entries: Some(entries), .. }) if offset > 0 => return Ok(entries.clone()),
+            Some(Handle::Dir { ino, .. }) => *ino,
+            _ => return Err(FsError::BadHandle),
+        };
+        let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
+        self.touch_atime(ino, None)?;
         let mut entries = vec![
             DirEntry { name: b".".to_vec(), ino, kind: Kind::Dir },
             DirEntry { name: b"..".to_vec(), ino: inode.parent, kind: Kind::Dir },
@@ -510,15 +584,11 @@ impl Drive {
         for (name, d) in self.store.read_dir(ino)? {
             entries.push(DirEntry { name, ino: d.ino, kind: d.kind });
         }
-        Ok(self.new_handle(Handle::Dir { entries: std::sync::Arc::new(entries) }))
-    }
-
-    /// The listing an `opendir` took.
-    pub fn dir_entries(&self, fh: u64) -> Result<std::sync::Arc<Vec<DirEntry>>, FsError> {
-        match lock(&self.handles).get(&fh) {
-            Some(Handle::Dir { entries }) => Ok(entries.clone()),
-            _ => Err(FsError::BadHandle),
+        let entries = Arc::new(entries);
+        if let Some(Handle::Dir { entries: kept, .. }) = lock(&self.handles).get_mut(&fh) {
+            *kept = Some(entries.clone());
         }
+        Ok(entries)
     }
 
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> Result<(), FsError> {

@@ -9,3 +9,4 @@ mod posix;
 mod privileges;
 mod status;
 mod tools;
+mod vfs;
