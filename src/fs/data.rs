@@ -432,7 +432,7 @@ impl FileState {
         let mut committed: Vec<(u64, u64)> = Vec::new();
         let mut covered_to = 0u64;
         let mut cut_all = || -> Result<(), FsError> {
-            for (ds, de) in self.commit_spans(max) {
+            for (ds, de) in self.overlay.clusters(max) {
                 let ds = ds.max(covered_to);
                 if ds >= de {
                     continue;
@@ -485,26 +485,6 @@ impl FileState {
             self.manifest.splice(u.at..u.at + u.added, u.removed.iter().copied());
         }
         self.removed.truncate(removed_before);
-    }
-
-    /// The dirty runs, merged where less than `gap` apart and the bytes
-    /// between are data: merged runs are cut together (no tiny chunks from
-    /// scattered small writes), but a hole between two runs (a punched
-    /// range, a sparse write) stays a hole instead of being cut as zeros.
-    fn commit_spans(&self, gap: u64) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in self.overlay.clusters(0) {
-            match out.last_mut() {
-                Some(last) if s <= last.1 + gap && self.has_any_data(last.1, s) => last.1 = last.1.max(e),
-                _ => out.push((s, e)),
-            }
-        }
-        out
-    }
-
-    /// True when an old chunk or a job in flight holds any byte of `[a, b)`.
-    fn has_any_data(&self, a: u64, b: u64) -> bool {
-        self.has_old_bytes(a, b) || self.inflight.iter().any(|j| j.start < b && a < j.end())
     }
 
     /// True when committing `committed` leaves no dirty bytes behind.
