@@ -453,7 +453,11 @@ impl Drive {
         if !st.atime_fresh {
             st.atime_fresh = true;
             let modified = st.mtime.into_iter().chain(st.ctime).max();
-            self.touch_atime(st.ino, modified)?;
+            // The bytes were read: a full disk or a failed write of the
+            // time must not fail the read.
+            if let Err(e) = self.touch_atime(st.ino, modified) {
+                tracing::debug!(ino = st.ino, cause = %e, "access time not updated");
+            }
         }
         Ok(out)
     }

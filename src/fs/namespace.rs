@@ -576,7 +576,9 @@ impl Drive {
             _ => return Err(FsError::BadHandle),
         };
         let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
-        self.touch_atime(ino, None)?;
+        if let Err(e) = self.touch_atime(ino, None) {
+            tracing::debug!(ino, cause = %e, "access time not updated");
+        }
         let mut entries = vec![
             DirEntry { name: b".".to_vec(), ino, kind: Kind::Dir },
             DirEntry { name: b"..".to_vec(), ino: inode.parent, kind: Kind::Dir },
