@@ -455,7 +455,7 @@ impl Drive {
             let modified = st.mtime.into_iter().chain(st.ctime).max();
             // The bytes were read: a full disk or a failed write of the
             // time must not fail the read.
-            if let Err(e) = self.touch_atime(st.ino, modified) {
+            if let Err(e) = self.touch_atime(st.ino, None, modified) {
                 tracing::debug!(ino = st.ino, cause = %e, "access time not updated");
             }
         }

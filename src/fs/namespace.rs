@@ -322,16 +322,20 @@ impl Drive {
     /// day old. So a reader sees whether a file was read since it changed
     /// (mail readers, tmpreaper), and a read costs a write at most once
     /// per change.
-    pub(super) fn touch_atime(&self, ino: u64, modified: Option<Stamp>) -> Result<(), FsError> {
+    /// `seen`: the inode as the caller already read it, if it did.
+    pub(super) fn touch_atime(&self, ino: u64, seen: Option<Inode>, modified: Option<Stamp>) -> Result<(), FsError> {
         const DAY_SECS: i64 = 24 * 60 * 60;
         let due = |i: &Inode, now: Stamp| {
             let changed = modified.into_iter().chain([i.mtime, i.ctime]).max().unwrap_or_default();
             i.atime <= changed || now.secs - i.atime.secs >= DAY_SECS
         };
         let now = Stamp::now();
-        match self.store.inode(ino)? {
-            Some(i) if due(&i, now) => {}
-            _ => return Ok(()),
+        let seen = match seen {
+            Some(i) => Some(i),
+            None => self.store.inode(ino)?,
+        };
+        if !seen.is_some_and(|i| due(&i, now)) {
+            return Ok(());
         }
         // Read again under the writer lock: a chmod in between must not be
         // undone.
@@ -576,7 +580,7 @@ impl Drive {
             _ => return Err(FsError::BadHandle),
         };
         let inode = self.store.inode(ino)?.ok_or(FsError::NotFound)?;
-        if let Err(e) = self.touch_atime(ino, None) {
+        if let Err(e) = self.touch_atime(ino, Some(inode.clone()), None) {
             tracing::debug!(ino, cause = %e, "access time not updated");
         }
         let mut entries = vec![

@@ -717,3 +717,11 @@ pub fn walk(root: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+/// `lseek(2)`, for the `SEEK_DATA` and `SEEK_HOLE` cases.
+pub fn seek(file: &std::fs::File, off: i64, whence: libc::c_int) -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: lseek on an open descriptor touches no memory of ours.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if at < 0 { Err(std::io::Error::last_os_error()) } else { Ok(at as u64) }
+}

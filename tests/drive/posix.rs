@@ -506,12 +506,6 @@ fn shared_mmap_writes_reach_the_file() {
     d.unmount();
 }
 
-fn seek(file: &File, off: i64, whence: libc::c_int) -> io::Result<u64> {
-    // SAFETY: lseek on an open descriptor touches no memory of ours.
-    let at = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
-    if at < 0 { Err(io::Error::last_os_error()) } else { Ok(at as u64) }
-}
-
 #[test]
 fn seek_data_and_seek_hole_find_what_was_written() {
     let mut d = Drive::new();

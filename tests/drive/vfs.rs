@@ -25,12 +25,6 @@ fn fstat(file: &File) -> io::Result<libc::stat> {
     }
 }
 
-fn seek(file: &File, off: i64, whence: libc::c_int) -> io::Result<u64> {
-    // SAFETY: lseek on an open descriptor touches no memory of ours.
-    let at = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
-    if at < 0 { Err(io::Error::last_os_error()) } else { Ok(at as u64) }
-}
-
 fn fallocate(file: &File, mode: libc::c_int, off: u64, len: u64) -> io::Result<()> {
     // SAFETY: fallocate on an open descriptor touches no memory of ours.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
