@@ -273,9 +273,7 @@ impl FileState {
         let now = Stamp::now();
         self.mtime = Some(now);
         self.ctime = Some(now);
-        // At least a few maximal chunks, so that a stream always has a
-        // complete chunk to hand over.
-        let threshold = FLUSH_BYTES.max(3 * drive.chunker.sizes().max as usize);
+        let threshold = self.commit_threshold(drive);
         let crowded = self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY;
         if crowded {
             // Memory is short: cut everything now, here, rather than hand
@@ -299,6 +297,11 @@ impl FileState {
     /// chunk (a streaming writer), moves its complete chunks out into a job.
     /// The last chunk stays dirty: its end is only where the writer is.
     fn split_stream(&mut self, drive: &Drive) -> Option<Arc<Job>> {
+        // A job's commit takes every pending removal with it, and the
+        // dirty edges of a punch that removed a chunk must land with it.
+        if !self.removed.is_empty() {
+            return None;
+        }
         let (start, len) = self.overlay.single_range()?;
         if start + len as u64 != self.size || self.has_old_bytes(start, self.size) {
             return None;
@@ -369,17 +372,35 @@ impl FileState {
 
     /// Makes `[off, end)` a hole (fallocate's punch; the size stays), see
     /// [`FileState::cut_out`]. Callers settle in-flight jobs first.
+    ///
+    /// The hole is committed with the next flush, like written bytes, or
+    /// at once when the dirty bytes have grown as large as a write would
+    /// let them: a run of punches through one chunk (`fallocate
+    /// --dig-holes`, a VM image's discards) then re-cuts it once, not
+    /// once per punch (each re-sealed the rest of its chunk, about 20 ms).
     pub fn punch(&mut self, drive: &Drive, off: u64, end: u64) -> Result<(), FsError> {
         let end = end.min(self.size);
         if off >= end {
             return Ok(());
         }
         self.cut_out(drive, off, end)?;
+        self.atime_fresh = false;
         self.meta_dirty = true;
         let now = Stamp::now();
         self.mtime = Some(now);
         self.ctime = Some(now);
-        self.commit(drive, true)
+        let crowded = self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY;
+        if crowded || self.overlay.bytes() >= self.commit_threshold(drive) {
+            return self.commit(drive, true);
+        }
+        Ok(())
+    }
+
+    /// Dirty bytes past which a write or a punch commits: at least a few
+    /// maximal chunks, so that a stream always has a complete chunk to
+    /// hand over.
+    fn commit_threshold(&self, drive: &Drive) -> usize {
+        FLUSH_BYTES.max(3 * drive.chunker.sizes().max as usize)
     }
 
     /// Takes `[off, end)` out of the file's data (a truncate's tail, a

@@ -255,16 +255,10 @@ type JobQueue = mpsc::Sender<(Arc<FileCell>, Arc<Job>)>;
 
 enum Handle {
     /// An open file: its cell, shared with every other handle of the inode.
-    File {
-        ino: u64,
-        cell: Arc<FileCell>,
-    },
+    File { ino: u64, cell: Arc<FileCell> },
     /// An open directory; its listing as the last read from offset 0
     /// took it.
-    Dir {
-        ino: u64,
-        entries: Option<Arc<Vec<DirEntry>>>,
-    },
+    Dir { ino: u64, entries: Option<Arc<Vec<DirEntry>>> },
 }
 
 /// The drive's logic: everything FUSE asks, answered from the store.
@@ -370,8 +364,10 @@ impl Drive {
         if let Some(cell) = open {
             let st = lock(&cell.state);
             inode.size = st.size;
-            // Bytes not cut yet will be covered once they are.
-            inode.allocated = (inode.allocated + st.uncommitted_bytes()).min(st.size);
+            // Bytes not cut yet will be covered once they are; chunks a
+            // punch took out are gone already.
+            let removed: u64 = st.removed().iter().map(|e| u64::from(e.len)).sum();
+            inode.allocated = (inode.allocated + st.uncommitted_bytes()).saturating_sub(removed).min(st.size);
             if let Some(m) = st.mtime {
                 inode.mtime = m;
             }

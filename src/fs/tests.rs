@@ -478,3 +478,37 @@ fn copy_range_shares_whole_chunks_and_copies_the_rest() {
     assert_eq!(d.store().stats().unwrap().chunks, 0);
     assert!(d.store().fsck(false).unwrap().clean());
 }
+
+#[test]
+fn a_run_of_punches_through_a_chunk_recuts_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), ChunkSizes { min: 64 << 10, avg: 256 << 10, max: 1 << 20 });
+    let (inode, fh) = d.create(ME, ROOT_INO, b"image", 0o644).unwrap();
+    let mut model = data(4 << 20, 9);
+    d.write(fh, 0, &model).unwrap();
+    d.fsync(fh).unwrap();
+    let allocated = d.getattr(inode.ino).unwrap().allocated;
+    let written = d.store().chunks_written();
+    // Every other 4 KiB block of the first MiB, then a whole chunk's worth.
+    for k in 0..128u64 {
+        let off = k * 8192;
+        d.punch(fh, off, off + 4096).unwrap();
+        model[off as usize..off as usize + 4096].fill(0);
+    }
+    // A hole wider than the largest chunk: its edges are never cut together.
+    let (hole, hole_end) = (2 << 20, (7 << 20) / 2);
+    d.punch(fh, hole, hole_end).unwrap();
+    model[hole as usize..hole_end as usize].fill(0);
+    let gone = |now: u64| allocated.saturating_sub(now) >= hole_end - hole;
+    let now = d.getattr(inode.ino).unwrap().allocated;
+    assert!(gone(now), "chunks inside the hole leave st_blocks at once: {allocated} -> {now}");
+    assert_eq!(read_all(&d, fh, model.len() as u64), model, "holes read as zeros before the commit");
+    assert_eq!(d.seek(fh, 0, true).unwrap(), Some(0), "the first punch is a hole before the commit");
+    d.flush(fh).unwrap();
+    let recut = d.store().chunks_written() - written;
+    assert!(recut <= 16, "the punched span was re-cut {recut} times over, not once");
+    let now = d.getattr(inode.ino).unwrap().allocated;
+    assert!(gone(now), "and stay out after it: {allocated} -> {now}");
+    d.release(fh).unwrap();
+    assert_reopened_matches_and_clean(&d, inode.ino, &model);
+}

@@ -726,7 +726,11 @@ fn punching_a_hole_drops_whole_chunks() {
         // Holes are whole blocks: the block the punch starts in and the
         // one it ends in still hold data.
         let block = BLOCK as u64;
-        assert_eq!(seek(file, 0, libc::SEEK_HOLE).unwrap(), off.next_multiple_of(block), "the hole starts at the punch");
+        assert_eq!(
+            seek(file, 0, libc::SEEK_HOLE).unwrap(),
+            off.next_multiple_of(block),
+            "the hole starts at the punch"
+        );
         let hole = off.next_multiple_of(block) as i64;
         assert_eq!(seek(file, hole, libc::SEEK_DATA).unwrap(), (off + len) / block * block, "data again at its end");
     };

@@ -100,7 +100,11 @@ fn a_removed_directory_still_open_stats_with_no_links() {
     // ...and removed by rmdir, held as a working directory.
     fs::create_dir(d.path("gone")).unwrap();
     let out = output_of(
-        std::process::Command::new("sh").arg("-c").arg("cd \"$1\" && rmdir \"$1\" && stat -c %h .").arg("sh").arg(d.path("gone")),
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("cd \"$1\" && rmdir \"$1\" && stat -c %h .")
+            .arg("sh")
+            .arg(d.path("gone")),
     );
     assert!(out.status.success(), "stat . in a removed working directory: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout_of(&out).trim(), "0");
