@@ -124,6 +124,10 @@ fn reply_entry(reply: ReplyEntry, r: Result<Inode, FsError>) {
     }
 }
 
+fn open_flags(drive: &Drive) -> FopenFlags {
+    if drive.keeps_page_cache() { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() }
+}
+
 fn reply_empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     match r {
         Ok(()) => reply.ok(),
@@ -298,7 +302,7 @@ impl Filesystem for PactFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.drive.open(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags(&self.drive)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -483,7 +487,7 @@ impl Filesystem for PactFs {
         reply: ReplyCreate,
     ) {
         match self.drive.create(caller(req), parent.0, name.as_bytes(), mode) {
-            Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((i, fh)) => reply.created(&TTL, &attr(&i), Generation(0), FileHandle(fh), open_flags(&self.drive)),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -14,6 +14,7 @@ mod chunks;
 mod data;
 pub mod durability;
 pub mod fuse;
+pub mod mount_flags;
 mod namespace;
 mod overlay;
 pub mod remote;
@@ -26,6 +27,7 @@ use crate::chunk::{self, ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSec
 use crate::lock;
 use crate::store::{Inode, Kind, Store, StoreError};
 use data::{FileState, Job, Sealed, WriteOutcome};
+use mount_flags::AtimeRule;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, mpsc};
@@ -287,6 +289,9 @@ pub struct Drive {
     durability: RwLock<Arc<dyn Durability>>,
     /// Fetches chunks not cached locally; `None` without a network.
     remote: RwLock<Option<Arc<dyn Remote>>>,
+    /// The kernel's flags for the mount, once mounted (see
+    /// [`Drive::follow_mount`]); relatime and read-write without.
+    mount_flags: std::sync::OnceLock<mount_flags::MountFlags>,
 }
 
 impl Drop for Drive {
@@ -318,6 +323,7 @@ impl Drive {
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             dead_dirs: Mutex::new(HashMap::new()),
+            mount_flags: std::sync::OnceLock::new(),
             next_fh: AtomicU64::new(1),
             durability: RwLock::new(Arc::new(Offline::default())),
             remote: RwLock::new(None),
@@ -333,6 +339,26 @@ impl Drive {
     /// Gives the drive a way to fetch chunks that are not cached locally.
     pub fn set_remote(&self, remote: Arc<dyn Remote>) {
         *self.remote.write().unwrap_or_else(|p| p.into_inner()) = Some(remote);
+    }
+
+    /// Follows the flags the kernel keeps for the mount whose source is
+    /// `source` (its fsname): `ro`, `noatime`, `strictatime` and
+    /// `nodiratime` then decide when reads write the access time, also
+    /// after a remount.
+    pub fn follow_mount(&self, source: String) {
+        let _ = self.mount_flags.set(mount_flags::MountFlags::new(source));
+    }
+
+    /// When a read (`dir` false) or a listing writes the access time.
+    fn atime_rule(&self, dir: bool) -> AtimeRule {
+        self.mount_flags.get().map_or(AtimeRule::Relative, |m| m.get().atime_rule(dir))
+    }
+
+    /// Whether a file's pages may stay in the kernel's cache across opens
+    /// (they are dropped when its mtime moves): not under `strictatime`,
+    /// where every read must reach the drive to count.
+    pub fn keeps_page_cache(&self) -> bool {
+        self.atime_rule(false) != AtimeRule::Strict
     }
 
     fn remote(&self) -> Option<Arc<dyn Remote>> {
@@ -446,7 +472,7 @@ impl Drive {
         let cell = self.file_of(fh)?;
         let mut st = lock(&cell.state);
         let out = st.read(self, off, len)?;
-        if !st.atime_fresh {
+        if !st.atime_fresh || self.atime_rule(false) == AtimeRule::Strict {
             st.atime_fresh = true;
             let modified = st.mtime.into_iter().chain(st.ctime).max();
             // The bytes were read: a full disk or a failed write of the

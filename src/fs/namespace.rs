@@ -5,6 +5,7 @@
 //! twice (rename within one directory) writes one consistent record.
 
 use super::durability::{self, PROMISES_XATTR, REPLICAS_XATTR, RESERVED_PREFIX};
+use super::mount_flags::AtimeRule;
 use super::{Caller, DirEntry, Drive, FsError, Handle, NAME_MAX, lock};
 use crate::chunk::ChunkId;
 use crate::store::{Dirent, Inode, Kind, Stamp, Store, Txn};
@@ -317,24 +318,33 @@ impl Drive {
     }
 
     /// Sets the access time of a file read or a directory listed, by the
-    /// relatime rule Linux mounts by default: only when it is not newer
-    /// than the last change (`modified`: one not yet in the store) or is a
-    /// day old. So a reader sees whether a file was read since it changed
-    /// (mail readers, tmpreaper), and a read costs a write at most once
-    /// per change.
+    /// mount's rule ([`AtimeRule`]). The default, relatime, as Linux mounts
+    /// by default: only when it is not newer than the last change
+    /// (`modified`: one not yet in the store) or is a day old. So a reader
+    /// sees whether a file was read since it changed (mail readers,
+    /// tmpreaper), and a read costs a write at most once per change. A
+    /// read-only or `noatime` mount never writes it.
     /// `seen`: the inode as the caller already read it, if it did.
     pub(super) fn touch_atime(&self, ino: u64, seen: Option<Inode>, modified: Option<Stamp>) -> Result<(), FsError> {
         const DAY_SECS: i64 = 24 * 60 * 60;
-        let due = |i: &Inode, now: Stamp| {
-            let changed = modified.into_iter().chain([i.mtime, i.ctime]).max().unwrap_or_default();
-            i.atime <= changed || now.secs - i.atime.secs >= DAY_SECS
-        };
         let now = Stamp::now();
         let seen = match seen {
-            Some(i) => Some(i),
-            None => self.store.inode(ino)?,
+            Some(i) => i,
+            None => match self.store.inode(ino)? {
+                Some(i) => i,
+                None => return Ok(()),
+            },
         };
-        if !seen.is_some_and(|i| due(&i, now)) {
+        let rule = self.atime_rule(seen.kind == Kind::Dir);
+        let due = |i: &Inode, now: Stamp| match rule {
+            AtimeRule::Never => false,
+            AtimeRule::Strict => i.atime != now,
+            AtimeRule::Relative => {
+                let changed = modified.into_iter().chain([i.mtime, i.ctime]).max().unwrap_or_default();
+                i.atime <= changed || now.secs - i.atime.secs >= DAY_SECS
+            }
+        };
+        if !due(&seen, now) {
             return Ok(());
         }
         // Read again under the writer lock: a chmod in between must not be

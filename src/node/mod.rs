@@ -179,9 +179,11 @@ pub fn mount(
             tracing::info!(orphans, "removed files unlinked while open before a crash");
         }
         let drive = Arc::new(Drive::new(store.clone(), secret, chunk_sizes(&cfg), cfg.storage.capacity.bytes()));
+        let fsname = format!("pactfs:{}", home.data_dir.display());
+        drive.follow_mount(fsname.clone());
         let mut fuse_cfg = fuser::Config::default();
         fuse_cfg.mount_options = vec![
-            fuser::MountOption::FSName(format!("pactfs:{}", home.data_dir.display())),
+            fuser::MountOption::FSName(fsname),
             fuser::MountOption::Subtype("pactfs".into()),
             fuser::MountOption::DefaultPermissions,
         ];

@@ -217,6 +217,61 @@ fn reads_set_the_access_time_by_the_relatime_rule() {
 }
 
 #[test]
+fn access_times_follow_the_mount_flags_after_a_remount() {
+    let mut d = Drive::new();
+    d.mount();
+    let (f, dir) = (d.path("mail"), d.path("box"));
+    fs::write(&f, b"new message").unwrap();
+    fs::create_dir(&dir).unwrap();
+    let mnt = d.mnt.to_str().unwrap().to_owned();
+    let remount = |opts: &str| {
+        run("mount", &["-i", "-o", &format!("remount,{opts}"), &mnt], None);
+    };
+    let at = |secs: i64| libc::timespec { tv_sec: secs, tv_nsec: 0 };
+    // Read or list after a change (a new mtime: the kernel drops its
+    // cached pages, so the read reaches the drive); true if it wrote the
+    // access time.
+    let read_moves = |atime: i64, mtime: i64| {
+        set_times(&f, at(atime), at(mtime));
+        fs::read(&f).unwrap();
+        atime_of(&f).0 != atime
+    };
+    let list_moves = |atime: i64, mtime: i64| {
+        set_times(&dir, at(atime), at(mtime));
+        fs::read_dir(&dir).unwrap().for_each(drop);
+        atime_of(&dir).0 != atime
+    };
+    let base = 1_000_000_000;
+    assert!(read_moves(base, base + 1) && list_moves(base, base + 1), "relatime: a changed file's read counts");
+    remount("noatime");
+    assert!(!read_moves(base, base + 2) && !list_moves(base, base + 2), "noatime: reads leave the access time");
+    // (`atime` clears noatime: relatime alone would not.)
+    remount("atime,relatime,nodiratime");
+    assert!(read_moves(base, base + 3) && !list_moves(base, base + 3), "nodiratime: only listings leave it");
+    remount("relatime,diratime");
+    // Times the relatime rule leaves: read after the last change (the
+    // ctime utimensat sets, now), not a day ago.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(!read_moves(now + 3600, now - 7200), "relatime: a read since the change is not written");
+    remount("strictatime");
+    assert!(read_moves(now + 3600, now - 7199), "strictatime: every read is written");
+    // Even of pages the kernel read before (the mtime stays: it keeps no
+    // page across opens under strictatime).
+    set_times(&f, at(now + 3600), libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT });
+    fs::read(&f).unwrap();
+    assert_ne!(atime_of(&f).0, now + 3600, "strictatime: a read of cached pages is written");
+    remount("relatime");
+    set_times(&f, at(base), at(base + 4));
+    set_times(&dir, at(base), at(base + 4));
+    remount("ro");
+    fs::read(&f).unwrap();
+    fs::read_dir(&dir).unwrap().for_each(drop);
+    assert_eq!((atime_of(&f).0, atime_of(&dir).0), (base, base), "a read-only mount writes nothing");
+    remount("rw");
+    d.unmount();
+}
+
+#[test]
 fn holes_are_found_in_whole_blocks() {
     let mut d = Drive::new();
     d.mount();
