@@ -472,8 +472,9 @@ impl Drive {
         let cell = self.file_of(fh)?;
         let mut st = lock(&cell.state);
         let out = st.read(self, off, len)?;
-        if !st.atime_fresh || self.atime_rule(false) == AtimeRule::Strict {
-            st.atime_fresh = true;
+        if !st.atime_fresh {
+            // Under strictatime every read counts: never fresh.
+            st.atime_fresh = self.atime_rule(false) != AtimeRule::Strict;
             let modified = st.mtime.into_iter().chain(st.ctime).max();
             // The bytes were read: a full disk or a failed write of the
             // time must not fail the read.
