@@ -274,8 +274,7 @@ impl FileState {
         self.mtime = Some(now);
         self.ctime = Some(now);
         let threshold = self.commit_threshold(drive);
-        let crowded = self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY;
-        if crowded {
+        if self.crowded() {
             // Memory is short: cut everything now, here, rather than hand
             // more bytes to a committer that is already behind.
             return Ok(WriteOutcome::CommitNow { final_cut: true });
@@ -389,11 +388,16 @@ impl FileState {
         let now = Stamp::now();
         self.mtime = Some(now);
         self.ctime = Some(now);
-        let crowded = self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY;
-        if crowded || self.overlay.bytes() >= self.commit_threshold(drive) {
+        if self.crowded() || self.overlay.bytes() >= self.commit_threshold(drive) {
             return self.commit(drive, true);
         }
         Ok(())
+    }
+
+    /// Whether the drive's dirty bytes have outgrown memory and this file
+    /// holds enough of them to be worth cutting now.
+    fn crowded(&self) -> bool {
+        self.dirty.load(Ordering::Relaxed) > DIRTY_TOTAL_MAX && self.overlay.bytes() >= DIRTY_MIN_EARLY
     }
 
     /// Dirty bytes past which a write or a punch commits: at least a few

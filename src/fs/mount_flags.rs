@@ -34,7 +34,7 @@ pub struct Flags {
 impl Flags {
     /// The rule for a read of a file (`dir` false) or a listing.
     pub fn atime_rule(&self, dir: bool) -> AtimeRule {
-        if self.read_only || dir && self.no_dir_atime { AtimeRule::Never } else { self.atime }
+        if self.read_only || (dir && self.no_dir_atime) { AtimeRule::Never } else { self.atime }
     }
 }
 
@@ -45,10 +45,12 @@ pub struct MountFlags {
 }
 
 struct State {
-    /// `/proc/self/mountinfo`, kept open to be polled.
+    /// `/proc/self/mountinfo`, kept open to be polled. Opened before the
+    /// mount is made, so the mount itself shows as a change.
     file: Option<std::fs::File>,
-    /// `None` until the mount is found (it is made after the drive).
+    /// As last read; `None` if the mount was not in the table then.
     flags: Option<Flags>,
+    read: bool,
 }
 
 impl MountFlags {
@@ -58,17 +60,18 @@ impl MountFlags {
         if file.is_none() {
             tracing::debug!("no /proc/self/mountinfo: mount flags are not followed (relatime, read-write)");
         }
-        MountFlags { source, state: Mutex::new(State { file, flags: None }) }
+        MountFlags { source, state: Mutex::new(State { file, flags: None, read: false }) }
     }
 
     /// The flags as the kernel has them now (the defaults when they cannot
     /// be read).
     pub fn get(&self) -> Flags {
         let mut st = crate::lock(&self.state);
-        let State { file, flags } = &mut *st;
+        let State { file, flags, read: done } = &mut *st;
         let Some(f) = file.as_mut() else { return Flags::default() };
-        if flags.is_none() || changed(f) {
+        if !*done || changed(f) {
             *flags = read(f).and_then(|text| parse(&text, &self.source));
+            *done = true;
         }
         flags.unwrap_or_default()
     }
