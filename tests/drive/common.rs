@@ -725,3 +725,11 @@ pub fn seek(file: &std::fs::File, off: i64, whence: libc::c_int) -> std::io::Res
     let at = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
     if at < 0 { Err(std::io::Error::last_os_error()) } else { Ok(at as u64) }
 }
+
+/// `fallocate(2)` on an open file.
+pub fn fallocate(file: &std::fs::File, mode: libc::c_int, off: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on an open descriptor touches no memory of ours.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}

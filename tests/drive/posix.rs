@@ -571,12 +571,6 @@ impl Rng {
     }
 }
 
-fn fallocate(file: &File, mode: libc::c_int, off: u64, len: u64) {
-    // SAFETY: fallocate on an open descriptor touches no memory of ours.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
-    assert_eq!(rc, 0, "fallocate mode {mode:#x} at {off}+{len}: {}", io::Error::last_os_error());
-}
-
 /// Random writes, truncates, punches, zeroings, fsyncs and reopens through
 /// the kernel, each followed by a read compared with an in-memory model
 /// (an fsx-style check of the whole write path: overlay, re-cutting,
@@ -628,7 +622,8 @@ fn random_operations_match_a_model() {
                     } else {
                         libc::FALLOC_FL_ZERO_RANGE
                     };
-                    fallocate(&file, mode, off, len);
+                    fallocate(&file, mode, off, len)
+                        .unwrap_or_else(|e| panic!("fallocate mode {mode:#x} at {off}+{len}: {e}"));
                     let end = if keep { (off + len).min(size) } else { off + len } as usize;
                     if model.len() < end {
                         model.resize(end, 0);
@@ -719,7 +714,7 @@ fn punching_a_hole_drops_whole_chunks() {
     let (off, len) = (2 * MIB as u64 + 12_345, 12 * MIB as u64);
     // A write still dirty inside the range goes with it.
     file.write_all_at(&test_data(72, 5000), off + 100).unwrap();
-    fallocate(&file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len);
+    fallocate(&file, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len).expect("punch");
     model[off as usize..(off + len) as usize].fill(0);
     let check = |file: &File| {
         assert_eq!(file.metadata().unwrap().len(), 16 * MIB as u64, "a punch keeps the size");

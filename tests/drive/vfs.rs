@@ -25,12 +25,6 @@ fn fstat(file: &File) -> io::Result<libc::stat> {
     }
 }
 
-fn fallocate(file: &File, mode: libc::c_int, off: u64, len: u64) -> io::Result<()> {
-    // SAFETY: fallocate on an open descriptor touches no memory of ours.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
-}
-
 /// The names a `readdir` loop over `dir` returns, `.` and `..` left out.
 ///
 /// # Safety
