@@ -53,6 +53,10 @@ enum Command {
         /// Let other users into the mount (permissions enforced by the kernel).
         #[arg(long)]
         allow_other: bool,
+        /// Mount read-only: the kernel refuses every change (EROFS), and
+        /// reads write no access time.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Flush and unmount the drive mounted at MOUNTPOINT. A drive in use (a
     /// file open or a working directory under it) stays mounted: exit 1.
@@ -293,8 +297,8 @@ fn run(cli: Cli) -> Result<i32> {
             print_kv(&[("Keys", out.display().to_string())])?;
             Ok(0)
         }
-        Command::Mount { mountpoint, foreground, allow_other } => {
-            mount(&home, &mountpoint, foreground, MountOptions { allow_other })
+        Command::Mount { mountpoint, foreground, allow_other, read_only } => {
+            mount(&home, &mountpoint, foreground, MountOptions { allow_other, read_only })
         }
         Command::Umount { mountpoint, lazy } => umount(&home, cli.home.is_some(), &mountpoint, lazy),
         Command::Stats { json } => stats(&home, json),

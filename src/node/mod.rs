@@ -88,6 +88,8 @@ impl NodeError {
 pub struct MountOptions {
     /// Let other users into the mount (the kernel enforces permissions).
     pub allow_other: bool,
+    /// Mount read-only (`ro`; a remount can change it).
+    pub read_only: bool,
 }
 
 /// Loads the home's config; a missing file means the defaults.
@@ -187,6 +189,9 @@ pub fn mount(
             fuser::MountOption::Subtype("pactfs".into()),
             fuser::MountOption::DefaultPermissions,
         ];
+        if opts.read_only {
+            fuse_cfg.mount_options.push(fuser::MountOption::RO);
+        }
         if opts.allow_other || cfg.mount.allow_other {
             fuse_cfg.acl = fuser::SessionACL::All;
         }

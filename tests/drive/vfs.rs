@@ -266,6 +266,28 @@ fn access_times_follow_the_mount_flags_after_a_remount() {
 }
 
 #[test]
+fn a_read_only_mount_refuses_changes_and_writes_no_access_time() {
+    let mut d = Drive::new();
+    d.mount();
+    let f = d.path("kept");
+    fs::write(&f, b"as it was").unwrap();
+    let long_ago = libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 };
+    set_times(&f, long_ago, long_ago);
+    d.unmount();
+    d.mount_with(&["--read-only"]);
+    let erofs = |r: io::Result<()>| r.is_err_and(|e| e.raw_os_error() == Some(libc::EROFS));
+    assert!(erofs(fs::write(&f, b"changed")), "a write on a read-only mount");
+    assert!(erofs(fs::write(d.path("new"), b"")), "a create on a read-only mount");
+    assert!(erofs(fs::remove_file(&f)), "an unlink on a read-only mount");
+    assert_eq!(fs::read(&f).unwrap(), b"as it was");
+    assert_eq!(atime_of(&f), (1_000_000_000, 0), "a read on a read-only mount wrote the access time");
+    d.unmount();
+    d.mount();
+    assert_eq!(atime_of(&d.path("kept")), (1_000_000_000, 0));
+    d.unmount();
+}
+
+#[test]
 fn holes_are_found_in_whole_blocks() {
     let mut d = Drive::new();
     d.mount();
