@@ -147,6 +147,12 @@ impl FileState {
         &self.removed
     }
 
+    /// Bytes of the chunks taken out of the manifest since the last
+    /// commit (the store still counts them).
+    pub fn removed_bytes(&self) -> u64 {
+        self.removed.iter().map(|e| u64::from(e.len)).sum()
+    }
+
     /// Bytes written and not yet in the store (dirty or in flight).
     pub fn uncommitted_bytes(&self) -> u64 {
         (self.overlay.bytes() + self.inflight.iter().map(|j| j.bytes.len()).sum::<usize>()) as u64

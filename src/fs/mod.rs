@@ -81,8 +81,8 @@ fn write_commit(
     }
     let added: Vec<ManifestEntry> = sealed.iter().map(|(e, _)| *e).collect();
     txn.change_manifest(st.ino, st.removed(), &added);
-    let covered = |entries: &[ManifestEntry]| entries.iter().map(|e| u64::from(e.len)).sum::<u64>();
-    inode.allocated = (inode.allocated + covered(&added)).saturating_sub(covered(st.removed()));
+    let added_bytes: u64 = added.iter().map(|e| u64::from(e.len)).sum();
+    inode.allocated = (inode.allocated + added_bytes).saturating_sub(st.removed_bytes());
     inode.size = db_size;
     if let Some(m) = st.mtime {
         inode.mtime = m;
@@ -392,8 +392,8 @@ impl Drive {
             inode.size = st.size;
             // Bytes not cut yet will be covered once they are; chunks a
             // punch took out are gone already.
-            let removed: u64 = st.removed().iter().map(|e| u64::from(e.len)).sum();
-            inode.allocated = (inode.allocated + st.uncommitted_bytes()).saturating_sub(removed).min(st.size);
+            inode.allocated =
+                (inode.allocated + st.uncommitted_bytes()).saturating_sub(st.removed_bytes()).min(st.size);
             if let Some(m) = st.mtime {
                 inode.mtime = m;
             }

@@ -168,6 +168,13 @@ fn set_times(path: &Path, atime: libc::timespec, mtime: libc::timespec) {
     assert_eq!(rc, 0, "utimensat: {}", io::Error::last_os_error());
 }
 
+/// A time `secs` after the epoch; [`LONG_AGO`] is one long before any test ran.
+fn at(secs: i64) -> libc::timespec {
+    libc::timespec { tv_sec: secs, tv_nsec: 0 }
+}
+
+const LONG_AGO: i64 = 1_000_000_000;
+
 fn atime_of(path: &Path) -> (i64, i64) {
     let m = fs::metadata(path).unwrap();
     (m.atime(), m.atime_nsec())
@@ -179,8 +186,7 @@ fn reads_set_the_access_time_by_the_relatime_rule() {
     d.mount();
     let f = d.path("mail");
     fs::write(&f, b"new message").unwrap();
-    let long_ago = libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 };
-    set_times(&f, long_ago, long_ago);
+    set_times(&f, at(LONG_AGO), at(LONG_AGO));
     assert_eq!(atime_of(&f), (1_000_000_000, 0));
     // Changed since last read: a read sets the access time.
     fs::read(&f).unwrap();
@@ -199,7 +205,7 @@ fn reads_set_the_access_time_by_the_relatime_rule() {
     // A listing is a directory's read.
     let dir = d.path("box");
     fs::create_dir(&dir).unwrap();
-    set_times(&dir, long_ago, long_ago);
+    set_times(&dir, at(LONG_AGO), at(LONG_AGO));
     fs::read_dir(&dir).unwrap().for_each(drop);
     assert!(atime_of(&dir).0 > 1_000_000_000, "a directory's atime after a listing");
     // It is kept like any attribute.
@@ -221,7 +227,6 @@ fn access_times_follow_the_mount_flags_after_a_remount() {
     let remount = |opts: &str| {
         run("mount", &["-i", "-o", &format!("remount,{opts}"), &mnt], None);
     };
-    let at = |secs: i64| libc::timespec { tv_sec: secs, tv_nsec: 0 };
     // Read or list after a change (a new mtime: the kernel drops its
     // cached pages, so the read reaches the drive); true if it wrote the
     // access time.
@@ -235,7 +240,7 @@ fn access_times_follow_the_mount_flags_after_a_remount() {
         fs::read_dir(&dir).unwrap().for_each(drop);
         atime_of(&dir).0 != atime
     };
-    let base = 1_000_000_000;
+    let base = LONG_AGO;
     assert!(read_moves(base, base + 1) && list_moves(base, base + 1), "relatime: a changed file's read counts");
     remount("noatime");
     assert!(!read_moves(base, base + 2) && !list_moves(base, base + 2), "noatime: reads leave the access time");
@@ -271,8 +276,7 @@ fn a_read_only_mount_refuses_changes_and_writes_no_access_time() {
     d.mount();
     let f = d.path("kept");
     fs::write(&f, b"as it was").unwrap();
-    let long_ago = libc::timespec { tv_sec: 1_000_000_000, tv_nsec: 0 };
-    set_times(&f, long_ago, long_ago);
+    set_times(&f, at(LONG_AGO), at(LONG_AGO));
     d.unmount();
     d.mount_with(&["--read-only"]);
     let erofs = |r: io::Result<()>| r.is_err_and(|e| e.raw_os_error() == Some(libc::EROFS));
