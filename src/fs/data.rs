@@ -12,8 +12,9 @@
 mod journal;
 
 use super::cache;
+use super::commit::{seal_slices, write_commit, write_shared};
 use super::overlay::Overlay;
-use super::{Drive, FsError, write_commit};
+use super::{Drive, FsError};
 use crate::chunk::ManifestEntry;
 use crate::store::Stamp;
 use crate::store::Store;
@@ -259,7 +260,7 @@ impl FileState {
     /// Appends `entries` (another file's chunks, shared by reference) and
     /// grows the file to `size`, in one transaction.
     pub fn append_shared(&mut self, drive: &Drive, entries: &[ManifestEntry], size: u64) -> Result<(), FsError> {
-        super::write_shared(&drive.store, self.ino, entries, size)?;
+        write_shared(&drive.store, self.ino, entries, size)?;
         self.manifest.extend_from_slice(entries);
         self.size = size;
         self.db_size = size;
@@ -577,7 +578,7 @@ impl FileState {
                     break;
                 }
             }
-            sealed.extend(super::seal_slices(&drive.secret, window, &cuts));
+            sealed.extend(seal_slices(&drive.secret, window, &cuts));
             if let Some(end) = done {
                 return Ok((start, end, sealed));
             }
