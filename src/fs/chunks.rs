@@ -78,16 +78,26 @@ impl Drive {
             if !self.cache.begin_prefetch(&e.id) {
                 continue;
             }
-            let (store, cache, e, remote) = (self.store.clone(), self.cache.clone(), *e, self.remote());
-            let spawned = std::thread::Builder::new().name("prefetch".into()).spawn(move || {
+            let (store, e, remote) = (self.store.clone(), *e, self.remote());
+            let claim = Claim(self.cache.clone(), e.id);
+            // Dropping the claim, however the load ends, frees the readers
+            // waiting for it.
+            let _ = self.loaders.run(Box::new(move || {
                 if let Ok(plain) = load_chunk(&store, remote.as_deref(), &e) {
-                    cache.insert(e.id, Arc::new(plain));
+                    claim.0.insert(e.id, Arc::new(plain));
                 }
-                cache.end_prefetch(&e.id);
-            });
-            if spawned.is_err() {
-                self.cache.end_prefetch(&e.id);
-            }
+                drop(claim);
+            }));
         }
+    }
+}
+
+/// A background load's claim on a chunk (`PlainCache::begin_prefetch`),
+/// given up when dropped.
+struct Claim(Arc<super::cache::PlainCache>, crate::chunk::ChunkId);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0.end_prefetch(&self.1);
     }
 }

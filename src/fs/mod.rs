@@ -16,6 +16,7 @@ mod commit;
 mod data;
 pub mod durability;
 pub mod fuse;
+mod loaders;
 pub mod mount_flags;
 mod namespace;
 mod overlay;
@@ -167,6 +168,8 @@ pub struct Drive {
     pub(crate) chunker: Chunker,
     capacity: u64,
     cache: Arc<cache::PlainCache>,
+    /// The threads that load chunks ahead of sequential readers.
+    loaders: Arc<loaders::Loaders>,
     /// Dirty and in-flight bytes of all open files (see `DIRTY_TOTAL_MAX`).
     dirty: Arc<std::sync::atomic::AtomicUsize>,
     open_files: Mutex<HashMap<u64, Arc<FileCell>>>,
@@ -193,8 +196,11 @@ pub struct Drive {
 
 impl Drop for Drive {
     /// Closing the queue ends the committer after its last job; waiting for
-    /// it means the store is no longer shared once the drive is gone.
+    /// it means the store is no longer shared once the drive is gone. The
+    /// loaders end after the loads they run (not waited for: a fetch may
+    /// take its whole deadline).
     fn drop(&mut self) {
+        self.loaders.close();
         self.jobs = None;
         if let Some(h) = self.committer.take() {
             let _ = h.join();
@@ -216,6 +222,7 @@ impl Drive {
             chunker: Chunker::new(sizes),
             capacity,
             cache: Arc::new(cache::PlainCache::default()),
+            loaders: Arc::default(),
             dirty: Arc::default(),
             open_files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
