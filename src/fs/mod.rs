@@ -26,11 +26,10 @@ pub use data::{DIRTY_TOTAL_MAX, FLUSH_BYTES, ReadOut};
 pub use durability::{Durability, Offline};
 pub use remote::Remote;
 
-use commit::{seal_slices, spawn_committer};
-
 use crate::chunk::{ChunkError, ChunkSizes, Chunker, ManifestEntry, UserSecret};
 use crate::lock;
 use crate::store::{Inode, Kind, Store, StoreError};
+use commit::{seal_slices, spawn_committer};
 use data::{FileState, Job, WriteOutcome};
 use mount_flags::AtimeRule;
 use std::collections::HashMap;
