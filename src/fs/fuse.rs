@@ -112,9 +112,48 @@ fn negative_attr() -> FileAttr {
 
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
-        TimeOrNow::SpecificTime(t) => SetTime::At(t),
+        TimeOrNow::SpecificTime(t) => SetTime::At(undo_fuser_pre_epoch(t)),
         TimeOrNow::Now => SetTime::Now,
     })
+}
+
+/// The time the kernel sent, from what fuser 0.18 made of it. The kernel
+/// gives (seconds, nanoseconds) with the nanoseconds counted forward, so
+/// 1969-12-31 23:59:58.25 is (-2, 250000000); fuser subtracts both from
+/// the epoch (its `system_time_from_time`, marked TODO there) and hands
+/// over 23:59:57.75. Every time it hands over before the epoch came from
+/// whole negative seconds, so the two parts separate again: `-s - n`
+/// is really `-s + n`. Later times are converted correctly.
+/// (`vfs::times_before_1970_keep_their_fraction` fails if fuser changes.)
+fn undo_fuser_pre_epoch(t: std::time::SystemTime) -> std::time::SystemTime {
+    use std::time::{Duration, UNIX_EPOCH};
+    match UNIX_EPOCH.duration_since(t) {
+        Ok(before) if before.subsec_nanos() != 0 => UNIX_EPOCH
+            .checked_sub(Duration::from_secs(before.as_secs()))
+            .and_then(|whole| whole.checked_add(Duration::from_nanos(u64::from(before.subsec_nanos()))))
+            .unwrap_or(t),
+        _ => t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undo_fuser_pre_epoch;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn pre_epoch_times_get_their_fraction_back() {
+        // What fuser 0.18 hands over for the kernel's (-2, 250000000).
+        let handed = UNIX_EPOCH - Duration::new(2, 250_000_000);
+        assert_eq!(undo_fuser_pre_epoch(handed), UNIX_EPOCH - Duration::from_millis(1750));
+        // The kernel's (-1, 1): 1 s less 1 ns before the epoch.
+        let handed = UNIX_EPOCH - Duration::new(1, 1);
+        assert_eq!(undo_fuser_pre_epoch(handed), UNIX_EPOCH - Duration::new(0, 999_999_999));
+        // Whole seconds, the epoch and later times pass unchanged.
+        for t in [UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 68), UNIX_EPOCH, UNIX_EPOCH + Duration::new(5, 7)] {
+            assert_eq!(undo_fuser_pre_epoch(t), t);
+        }
+    }
 }
 
 fn reply_entry(reply: ReplyEntry, r: Result<Inode, FsError>) {

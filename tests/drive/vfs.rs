@@ -292,6 +292,32 @@ fn a_read_only_mount_refuses_changes_and_writes_no_access_time() {
 }
 
 #[test]
+fn times_before_1970_keep_their_fraction() {
+    let mut d = Drive::new();
+    d.mount();
+    let f = d.path("old");
+    fs::write(&f, b"from before the epoch").unwrap();
+    // 1969-12-31 23:59:58.25 and 1969-12-31 23:59:58.999999999: the kernel
+    // counts the nanoseconds forward from the (negative) second.
+    let (atime, mtime) =
+        (libc::timespec { tv_sec: -2, tv_nsec: 250_000_000 }, libc::timespec { tv_sec: -1, tv_nsec: 1 });
+    set_times(&f, atime, mtime);
+    let times = |p: &Path| {
+        let m = fs::metadata(p).unwrap();
+        ((m.atime(), m.atime_nsec()), (m.mtime(), m.mtime_nsec()))
+    };
+    assert_eq!(times(&f), ((-2, 250_000_000), (-1, 1)));
+    // From the store, not the kernel's cache.
+    d.unmount();
+    d.mount();
+    assert_eq!(times(&d.path("old")), ((-2, 250_000_000), (-1, 1)));
+    // Whole seconds and times after 1970 are unchanged.
+    set_times(&d.path("old"), at(-86_400), libc::timespec { tv_sec: 5, tv_nsec: 7 });
+    assert_eq!(times(&d.path("old")), ((-86_400, 0), (5, 7)));
+    d.unmount();
+}
+
+#[test]
 fn holes_are_found_in_whole_blocks() {
     let mut d = Drive::new();
     d.mount();
