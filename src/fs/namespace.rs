@@ -21,6 +21,10 @@ const CAPS_XATTR: &[u8] = b"security.capability";
 /// Longest extended attribute name and value (the kernel's own limits).
 const XATTR_NAME_MAX: usize = 255;
 const XATTR_SIZE_MAX: usize = 64 * 1024;
+/// The kernel's limit on a name list (`XATTR_LIST_MAX`): a file with more
+/// could never be listed (`listxattr` fails with E2BIG), so the attribute
+/// that would pass it is refused with ENOSPC, as a disk file system does.
+const XATTR_LIST_MAX: usize = 64 * 1024;
 const XATTR_CREATE: i32 = 1;
 const XATTR_REPLACE: i32 = 2;
 /// Setting this attribute makes the node panic (test builds only).
@@ -625,6 +629,12 @@ impl Drive {
         }
         if flags & XATTR_REPLACE != 0 && !exists {
             return Err(FsError::NoAttr);
+        }
+        if !exists {
+            let listed: usize = self.store.xattr_names(ino)?.iter().map(|n| n.len() + 1).sum();
+            if listed + name.len() + 1 > XATTR_LIST_MAX {
+                return Err(FsError::NoSpace);
+            }
         }
         txn.put_xattr(ino, name, value);
         inode.ctime = Stamp::now();

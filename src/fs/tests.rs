@@ -180,6 +180,33 @@ fn xattrs_follow_create_and_replace_flags() {
 }
 
 #[test]
+fn xattr_names_stay_within_what_listxattr_can_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = drive_with(dir.path(), small_sizes());
+    let (f, fh) = d.create(ME, ROOT_INO, b"x", 0o644).unwrap();
+    d.release(fh).unwrap();
+    // 250-byte names (251 listed with their NUL): 261 fit in 64 KiB.
+    let name = |i: usize| format!("user.{i:03}{}", "n".repeat(242)).into_bytes();
+    let mut set = 0;
+    loop {
+        match d.setxattr(f.ino, &name(set), b"v", 0) {
+            Ok(()) => set += 1,
+            Err(FsError::NoSpace) => break,
+            Err(e) => panic!("setxattr {set}: {e}"),
+        }
+        assert!(set < 1000, "no limit on the name list");
+    }
+    assert_eq!(set, 65536 / 251);
+    let listed = d.listxattr(f.ino).unwrap();
+    assert!(listed.len() <= 65536, "a list of {} bytes", listed.len());
+    assert_eq!(listed.iter().filter(|&&b| b == 0).count(), set);
+    // A full list still takes new values for its names; a removal makes room.
+    d.setxattr(f.ino, &name(0), b"changed", 2).unwrap();
+    d.removexattr(f.ino, &name(1)).unwrap();
+    d.setxattr(f.ino, &name(set), b"v", 0).unwrap();
+}
+
+#[test]
 fn privileges_drop_by_the_kernels_rules() {
     let dir = tempfile::tempdir().unwrap();
     let d = drive_with(dir.path(), small_sizes());
