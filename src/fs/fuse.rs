@@ -136,26 +136,6 @@ fn undo_fuser_pre_epoch(t: std::time::SystemTime) -> std::time::SystemTime {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::undo_fuser_pre_epoch;
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn pre_epoch_times_get_their_fraction_back() {
-        // What fuser 0.18 hands over for the kernel's (-2, 250000000).
-        let handed = UNIX_EPOCH - Duration::new(2, 250_000_000);
-        assert_eq!(undo_fuser_pre_epoch(handed), UNIX_EPOCH - Duration::from_millis(1750));
-        // The kernel's (-1, 1): 1 s less 1 ns before the epoch.
-        let handed = UNIX_EPOCH - Duration::new(1, 1);
-        assert_eq!(undo_fuser_pre_epoch(handed), UNIX_EPOCH - Duration::new(0, 999_999_999));
-        // Whole seconds, the epoch and later times pass unchanged.
-        for t in [UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 68), UNIX_EPOCH, UNIX_EPOCH + Duration::new(5, 7)] {
-            assert_eq!(undo_fuser_pre_epoch(t), t);
-        }
-    }
-}
-
 fn reply_entry(reply: ReplyEntry, r: Result<Inode, FsError>) {
     match r {
         Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
@@ -632,5 +612,25 @@ impl Filesystem for PactFs {
             Ok(())
         });
         reply_empty(reply, r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::undo_fuser_pre_epoch;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn pre_epoch_times_get_their_fraction_back() {
+        // What fuser 0.18 hands over for the kernel's (-2, 250000000).
+        let handed = UNIX_EPOCH - Duration::new(2, 250_000_000);
+        assert_eq!(undo_fuser_pre_epoch(handed), UNIX_EPOCH - Duration::from_millis(1750));
+        // The kernel's (-1, 1): 1 s less 1 ns before the epoch.
+        let handed = UNIX_EPOCH - Duration::new(1, 1);
+        assert_eq!(undo_fuser_pre_epoch(handed), UNIX_EPOCH - Duration::new(0, 999_999_999));
+        // Whole seconds, the epoch and later times pass unchanged.
+        for t in [UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 68), UNIX_EPOCH, UNIX_EPOCH + Duration::new(5, 7)] {
+            assert_eq!(undo_fuser_pre_epoch(t), t);
+        }
     }
 }

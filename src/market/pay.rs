@@ -66,7 +66,14 @@ impl Agent {
                 // Only a provider we could not reach is tried again soon: a
                 // refusal would be refused again.
                 Err(PayFailure::Unreachable(e)) => {
-                    tracing::warn!(provider = ?provider, cause = %e, retry_in = ?PAY_RETRY, "payment not made");
+                    // A first miss is usual right after start (the node has
+                    // not learnt every address yet): only a retry that also
+                    // misses is worth a warning.
+                    if only.is_some() {
+                        tracing::warn!(provider = ?provider, cause = %e, retry_in = ?PAY_RETRY, "payment not made");
+                    } else {
+                        tracing::info!(provider = ?provider, cause = %e, retry_in = ?PAY_RETRY, "payment not made yet");
+                    }
                     let mut retry = lock(&self.pay_retry);
                     retry.0 = Some(Instant::now());
                     retry.1.insert(provider);
