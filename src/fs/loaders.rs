@@ -40,35 +40,24 @@ impl Loaders {
         if st.closed {
             return Err(load);
         }
-        if st.idle > st.queue.len() {
-            st.queue.push_back(load);
-            self.wake.notify_one();
-            return Ok(());
-        }
-        if st.threads >= cache::MAX_PREFETCH {
-            // Every thread is busy: the load waits its turn (the cache
-            // never has more than MAX_PREFETCH loads claimed).
-            st.queue.push_back(load);
-            return Ok(());
-        }
-        let me = self.clone();
-        match std::thread::Builder::new().name("prefetch".into()).spawn(move || me.work()) {
-            Ok(_) => {
-                st.threads += 1;
-                st.queue.push_back(load);
-                self.wake.notify_one();
-                Ok(())
-            }
-            Err(e) if st.threads == 0 => {
-                tracing::debug!(cause = %e, "no prefetch thread");
-                Err(load)
-            }
-            // The running threads will get to it.
-            Err(_) => {
-                st.queue.push_back(load);
-                Ok(())
+        // A new thread only when no idle one is left for this load; at the
+        // bound the load waits for a busy one (the cache never has more
+        // than MAX_PREFETCH loads claimed).
+        if st.idle <= st.queue.len() && st.threads < cache::MAX_PREFETCH {
+            let me = self.clone();
+            match std::thread::Builder::new().name("prefetch".into()).spawn(move || me.work()) {
+                Ok(_) => st.threads += 1,
+                Err(e) if st.threads == 0 => {
+                    tracing::debug!(cause = %e, "no prefetch thread");
+                    return Err(load);
+                }
+                // The running threads will get to it.
+                Err(_) => {}
             }
         }
+        st.queue.push_back(load);
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Ends the threads once the queue is empty (the drive is going away).
